@@ -1,0 +1,170 @@
+"""The AdmissionReview contract through the real FastAPI app (TestClient, no network)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import fastapi.testclient
+import pytest
+
+from tests import reviews
+from webhook import app, engine, policy
+
+
+@pytest.fixture
+def decisions() -> list[dict[str, Any]]:
+    return []
+
+
+def _client(
+    judge: engine.Engine, decisions: list[dict[str, Any]], **kwargs: Any
+) -> fastapi.testclient.TestClient:
+    return fastapi.testclient.TestClient(
+        app.create_app(app.State(judge, **kwargs), on_decision=decisions.append)
+    )
+
+
+@pytest.fixture
+def client(
+    shipped_engine: engine.Engine, decisions: list[dict[str, Any]]
+) -> Iterator[fastapi.testclient.TestClient]:
+    with _client(shipped_engine, decisions) as c:
+        yield c
+
+
+def test_agent_namespace_delete_is_denied(
+    client: fastapi.testclient.TestClient, decisions: list[Any]
+) -> None:
+    payload = reviews.namespace_delete()
+    answer = client.post("/validate", json=payload)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["apiVersion"] == "admission.k8s.io/v1" and body["kind"] == "AdmissionReview"
+    response = body["response"]
+    assert response["uid"] == payload["request"]["uid"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 403 and response["status"]["reason"] == "Forbidden"
+    assert response["status"]["message"].startswith('[namespace-delete] deleting namespace "prod"')
+    assert response["auditAnnotations"] == {"decision": "deny", "guards": "namespace-delete"}
+    [entry] = decisions
+    assert entry["uid"] == payload["request"]["uid"] and entry["decision"] == "deny"
+    assert entry["user"] == reviews.AGENT["username"] and entry["guards"] == ["namespace-delete"]
+    assert {"time", "operation", "resource", "namespace", "name", "mode", "allowed"} <= entry.keys()
+
+
+def test_admin_is_allowed_untouched(client: fastapi.testclient.TestClient, decisions: list[Any]) -> None:
+    response = client.post("/validate", json=reviews.namespace_delete(user=reviews.ADMIN)).json()["response"]
+    assert response["allowed"] is True
+    assert "status" not in response and "warnings" not in response and "auditAnnotations" not in response
+    assert decisions[0]["agent"] is False and decisions[0]["decision"] == "allow"
+
+
+def test_benign_agent_request_is_allowed(client: fastapi.testclient.TestClient) -> None:
+    request = reviews.admission_request("CREATE", "configmaps", namespace="a", obj={"kind": "ConfigMap"})
+    response = client.post("/validate", json=reviews.review(request)).json()["response"]
+    assert response["allowed"] is True
+    assert response["auditAnnotations"] == {"decision": "allow", "guards": ""}
+
+
+def test_dry_run_allows_with_warning_and_annotation(
+    shipped_policy: policy.Policy, decisions: list[dict[str, Any]]
+) -> None:
+    with _client(engine.Engine(shipped_policy.with_mode("dry-run")), decisions) as client:
+        response = client.post("/validate", json=reviews.namespace_delete()).json()["response"]
+    assert response["allowed"] is True
+    [warning] = response["warnings"]
+    assert warning.startswith("[namespace-delete] would deny: ") and len(warning) <= 120
+    assert response["auditAnnotations"] == {"decision": "would-deny", "guards": "namespace-delete"}
+    assert decisions[0]["mode"] == "dry-run" and decisions[0]["decision"] == "would-deny"
+
+
+def test_dry_run_request_field_is_honoured_and_logged(
+    client: fastapi.testclient.TestClient, decisions: list[Any]
+) -> None:
+    payload = reviews.namespace_delete()
+    payload["request"]["dryRun"] = True
+    assert client.post("/validate", json=payload).json()["response"]["allowed"] is False
+    assert decisions[0]["dryRun"] is True
+
+
+def _without(path: str) -> dict[str, Any]:
+    payload = reviews.namespace_delete()
+    *parents, last = path.split(".")
+    target = payload
+    for part in parents:
+        target = target[part]
+    del target[last]
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"", "empty body"),
+        (b"not json", "not valid JSON"),
+        (b"[1, 2]", "(body)"),
+        (
+            json.dumps({**reviews.namespace_delete(), "apiVersion": "admission.k8s.io/v1beta1"}).encode(),
+            "apiVersion",
+        ),
+        (json.dumps({**reviews.namespace_delete(), "kind": "Pod"}).encode(), "kind"),
+        (json.dumps(_without("request")).encode(), "request: Field required"),
+        (json.dumps(_without("request.uid")).encode(), "request.uid: Field required"),
+        (json.dumps(_without("request.userInfo")).encode(), "request.userInfo"),
+        (json.dumps(_without("request.resource")).encode(), "request.resource"),
+        (json.dumps({**_without("request.operation")}).encode(), "request.operation"),
+        (
+            reviews.body(reviews.review({**reviews.namespace_delete()["request"], "operation": "PATCH"})),
+            "operation",
+        ),
+        (
+            reviews.body(reviews.review({**reviews.namespace_delete()["request"], "object": [1]})),
+            "request.object",
+        ),
+        (reviews.body(reviews.review({**reviews.namespace_delete()["request"], "uid": ""})), "request.uid"),
+    ],
+)
+def test_malformed_review_is_400_with_a_named_problem(
+    client: fastapi.testclient.TestClient, content: bytes, needle: str
+) -> None:
+    answer = client.post("/validate", content=content, headers={"content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error.startswith("malformed AdmissionReview: ") and needle in error, error
+    assert client.post("/validate", json=reviews.namespace_delete()).status_code == 200  # still serving
+
+
+def test_oversized_body_is_413_by_header_and_by_stream(
+    shipped_engine: engine.Engine, decisions: list[dict[str, Any]]
+) -> None:
+    with _client(shipped_engine, decisions, max_body=1024) as client:
+        big = b"x" * 2048
+        answer = client.post("/validate", content=big)
+        assert answer.status_code == 413 and "exceeds the limit of 1024 bytes" in answer.json()["error"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: must stop while reading
+            yield from (b"y" * 512 for _ in range(4))
+
+        streamed = client.post("/validate", content=chunks())
+        assert streamed.status_code == 413
+        assert client.post("/validate", json=reviews.namespace_delete()).status_code == 200
+
+
+def test_engine_failure_fails_closed(shipped_engine: engine.Engine, decisions: list[dict[str, Any]]) -> None:
+    class Broken(engine.Engine):
+        def admit(self, request: Any) -> engine.Verdict:
+            raise RuntimeError("boom")
+
+    with _client(Broken(shipped_engine.policy), decisions) as client:
+        response = client.post("/validate", json=reviews.namespace_delete()).json()["response"]
+    assert response["allowed"] is False and response["status"]["message"].startswith("[internal-error]")
+    assert "Traceback" not in response["status"]["message"]
+
+
+def test_health_and_readiness(client: fastapi.testclient.TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ok" and ready["policy"][0].endswith("rules/policy.yaml")
+    assert client.get("/validate").status_code == 405

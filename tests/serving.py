@@ -1,0 +1,115 @@
+"""Run the real ``agent-guard serve`` as a process, for TLS, end-to-end and benchmark tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests import reviews
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Guard:
+    process: subprocess.Popen[bytes]
+    port: int
+    cert_dir: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_ready(guard: Guard, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if guard.process.poll() is not None:
+            raise RuntimeError(f"agent-guard serve exited with {guard.process.returncode}:\n{guard.output()}")
+        if not (guard.cert_dir / "ca.crt").exists():  # the server may be creating dev certificates
+            time.sleep(0.1)
+            continue
+        try:
+            with urllib.request.urlopen(f"{guard.url}/readyz", context=guard.context(), timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, ssl.SSLError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"agent-guard serve not ready after {timeout}s:\n{guard.output()}")
+
+
+@contextlib.contextmanager
+def running(
+    workdir: Path,
+    cert_dir: Path,
+    *extra: str,
+    rules: Path = reviews.RULES,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Guard]:
+    """Start ``agent-guard serve`` on 127.0.0.1 and an ephemeral port; stop it on exit."""
+    port = port or free_port()
+    log = workdir / f"agent-guard-{port}.log"
+    command: Sequence[str] = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--cert-dir",
+        str(cert_dir),
+        "--rules",
+        str(rules),
+        *extra,
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=reviews.ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    guard = Guard(process, port, cert_dir, log)
+    try:
+        wait_ready(guard)
+        yield guard
+    finally:
+        guard.stop()

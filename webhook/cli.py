@@ -1,0 +1,108 @@
+"""``agent-guard``: serve the webhook and the tools around it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from webhook import app, certs, decisionlog, policy, server
+
+
+def _serve(args: argparse.Namespace) -> int:
+    decisionlog.configure(level=getattr(logging, args.log_level.upper()))
+    settings = server.Settings(
+        host=args.host,
+        port=args.port,
+        cert_dir=Path(args.cert_dir),
+        rules=Path(args.rules),
+        mode=args.mode,
+        max_body=args.max_body,
+        log_level=args.log_level,
+    )
+    try:
+        return server.serve(settings)
+    except (server.ServeError, certs.CertError) as exc:
+        print(f"agent-guard serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _certs(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        paths, created = certs.ensure(out, args.service, args.namespace, args.days, args.force)
+    except certs.CertError as exc:
+        print(f"agent-guard certs: {exc}", file=sys.stderr)
+        return 1
+    verb = "wrote" if created else "kept valid"
+    print(
+        f"{verb} {paths.ca}, {paths.cert}, {paths.key} for {args.service}.{args.namespace}.svc",
+        file=sys.stderr,
+    )
+    print(certs.ca_bundle(out))
+    return 0
+
+
+def _check_policy(args: argparse.Namespace) -> int:
+    try:
+        loaded = policy.load(Path(args.rules))
+    except policy.PolicyError as exc:
+        print(f"invalid policy:\n{exc}", file=sys.stderr)
+        return 1
+    for guard_id in loaded.guards:
+        print(f"{guard_id}: {loaded.mode_of(guard_id)}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="agent-guard",
+        description="Server-side guard that keeps LLM agents (MCP servers) from harming a cluster.",
+    )
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the TLS webhook server")
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=8443, help="port (default 8443)")
+    serve.add_argument(
+        "--cert-dir", default="certs", help="tls.crt/tls.key (dev pair created here if absent)"
+    )
+    serve.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    serve.add_argument("--mode", choices=["enforce", "dry-run"], help="override the policy's global mode")
+    serve.add_argument(
+        "--max-body", type=_positive, default=app.DEFAULT_MAX_BODY, help="largest request body in bytes"
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+
+    cert = sub.add_parser("certs", help="create a CA and a serving certificate; prints the caBundle")
+    cert.add_argument("--out", default="certs", help="directory to write ca.crt, tls.crt, tls.key")
+    cert.add_argument("--service", default=certs.DEFAULT_SERVICE, help="Service name (default agent-guard)")
+    cert.add_argument(
+        "--namespace", default=certs.DEFAULT_NAMESPACE, help="namespace (default agent-guard-system)"
+    )
+    cert.add_argument(
+        "--days", type=_positive, default=certs.DEFAULT_DAYS, help="validity in days (default 365)"
+    )
+    cert.add_argument("--force", action="store_true", help="replace an existing pair")
+    cert.set_defaults(func=_certs)
+
+    lint = sub.add_parser("policy", help="validate the policy and print each guard's effective mode")
+    lint.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    lint.set_defaults(func=_check_policy)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code

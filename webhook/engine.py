@@ -1,0 +1,123 @@
+"""Judge one request against the policy: pure, synchronous, no HTTP and no cluster access.
+
+The engine is built once per policy (identity matcher compiled, modes resolved, ``off`` families
+dropped) so that a review is a few dictionary lookups plus the guards themselves. It owns the
+cross-cutting rules so guards cannot get them wrong: the ``[guard-id]`` prefix, dry-run versus
+enforce, and failing closed when a guard crashes on an agent's request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from webhook import attributes, guards, identity, policy
+from webhook.guards import base
+
+log = logging.getLogger("agent-guard.engine")
+
+ActiveMode = Literal["enforce", "dry-run"]
+Decision = Literal["allow", "deny", "would-deny"]
+R = TypeVar("R", attributes.AdmissionRequest, attributes.AccessRequest)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    guard: str
+    message: str  # always starts with "[guard]"
+    mode: ActiveMode
+    error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    agent: bool
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return not any(f.mode == "enforce" for f in self.findings)
+
+    @property
+    def denials(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.mode == "enforce")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.mode == "dry-run")
+
+    @property
+    def guards(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.guard for f in self.findings))
+
+    @property
+    def decision(self) -> Decision:
+        if not self.allowed:
+            return "deny"
+        return "would-deny" if self.findings else "allow"
+
+
+NOT_AGENT = Verdict(agent=False)
+AGENT_CLEAN = Verdict(agent=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    family: base.Family[Any]
+    settings: base.GuardSettings
+    mode: ActiveMode
+
+
+class Engine:
+    """A policy compiled for evaluation. Immutable; a policy reload builds a new Engine."""
+
+    def __init__(self, compiled: policy.Policy) -> None:
+        self.policy = compiled
+        self.is_agent = identity.Matcher(compiled.agents)
+        self.context = base.Context(is_agent=self.is_agent, guard_namespace=compiled.guard_namespace)
+        families = guards.by_id()
+        active = []
+        for guard_id, settings in compiled.guards.items():
+            mode = compiled.mode_of(guard_id)
+            if mode != "off":
+                active.append(_Active(families[guard_id], settings, mode))
+        self._admission = tuple((a, a.family.admission) for a in active if a.family.admission is not None)
+        self._access = tuple((a, a.family.access) for a in active if a.family.access is not None)
+
+    def admit(self, request: attributes.AdmissionRequest) -> Verdict:
+        """Judge an admission request (CREATE/UPDATE/DELETE/CONNECT)."""
+        return self._judge(request, self._admission, request.uid)
+
+    def authorize(self, request: attributes.AccessRequest) -> Verdict:
+        """Judge an authorization request (SubjectAccessReview); findings mean 'denied'."""
+        return self._judge(request, self._access, "")
+
+    def _judge(
+        self,
+        request: R,
+        checks: tuple[tuple[_Active, Callable[[R, Any, base.Context], Iterable[str]]], ...],
+        uid: str,
+    ) -> Verdict:
+        if not self.is_agent(request.user):
+            return NOT_AGENT
+        findings: list[Finding] = []
+        for active, check in checks:
+            guard_id = active.family.id
+            try:
+                messages = list(check(request, active.settings, self.context))
+            except Exception as exc:  # a crashing guard must deny, never let the request through
+                log.exception("guard %s failed on request uid=%s", guard_id, uid)
+                findings.append(
+                    Finding(
+                        guard_id,
+                        f"[{guard_id}] internal error while checking this request ({type(exc).__name__}); "
+                        "agent requests fail closed, ask an operator to read the guard's log",
+                        active.mode,
+                        error=True,
+                    )
+                )
+                continue
+            findings.extend(Finding(guard_id, f"[{guard_id}] {m}", active.mode) for m in messages)
+        return Verdict(agent=True, findings=tuple(findings)) if findings else AGENT_CLEAN

@@ -1,0 +1,75 @@
+"""The contract every guard family implements.
+
+A family is a module under ``webhook.guards`` that defines ``FAMILY``. Its checks are pure functions
+that *return* (yield) finding messages and never decide modes, prefixes or logging: the engine adds
+``[guard-id]``, applies the policy's mode and turns a crash into a fail-closed error finding. The
+family's ``Settings`` model is the schema of its section in the policy YAML, so logic stays in code
+and knobs stay in policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+import pydantic
+from pydantic import alias_generators
+
+from webhook import attributes
+
+Mode = Literal["enforce", "dry-run", "off"]
+
+
+class GuardSettings(pydantic.BaseModel):
+    """Base for a family's policy section; YAML keys are camelCase, unknown keys are errors."""
+
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+    )
+
+    mode: Mode | None = None
+
+    @pydantic.field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as boolean false; an operator writing `mode: off` means "off".
+        return "off" if value is False else value
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Facts about the evaluation that are not part of the request itself."""
+
+    is_agent: Callable[[attributes.UserInfo], bool]
+    guard_namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRule:
+    """Which requests a family needs the apiserver to send (rendered into the webhook configuration)."""
+
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    operations: tuple[str, ...]
+
+
+S = TypeVar("S", bound=GuardSettings)
+
+AdmissionCheck = Callable[[attributes.AdmissionRequest, S, Context], Iterable[str]]
+AccessCheck = Callable[[attributes.AccessRequest, S, Context], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Family(Generic[S]):
+    """One guard family: its stable id, settings schema and checks."""
+
+    id: str
+    summary: str
+    settings: type[S]
+    admission: AdmissionCheck[S] | None = None
+    access: AccessCheck[S] | None = None
+    rules: tuple[AdmissionRule, ...] = ()

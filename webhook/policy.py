@@ -1,0 +1,237 @@
+"""Load and validate the policy (``rules/*.yaml``).
+
+The policy holds *modes and settings*: who counts as an agent, the global mode, and each guard
+family's section. Every problem is reported as ``file: field: problem`` so an operator can fix a
+ConfigMap without reading a traceback, and a reload that fails leaves the caller's last good policy
+untouched (loading is a pure function; swapping is the caller's business).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import alias_generators
+
+from webhook import guards
+from webhook.guards import base
+
+GlobalMode = Literal["enforce", "dry-run"]
+API_VERSION = "agent-guard.io/v1alpha1"
+KIND = "Policy"
+DEFAULT_GUARD_NAMESPACE = "agent-guard-system"
+
+
+class PolicyError(Exception):
+    """A policy that cannot be used; ``str()`` is one ``file: field: problem`` line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+    )
+
+
+class ExtraMatch(_Model):
+    """Match callers whose ``userInfo.extra[key]`` contains ``value`` (e.g. a credential id)."""
+
+    key: str = pydantic.Field(min_length=1)
+    value: str = pydantic.Field(min_length=1)
+
+
+class AgentSelector(_Model):
+    """Who is an agent. Any one match is enough."""
+
+    service_accounts: tuple[str, ...] = ()  # "namespace/name", "*" wildcards allowed in both parts
+    usernames: tuple[str, ...] = ()
+    username_prefixes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    extra: tuple[ExtraMatch, ...] = ()
+
+    @pydantic.field_validator("service_accounts")
+    @classmethod
+    def _namespace_slash_name(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            namespace, slash, name = item.partition("/")
+            if not slash or not namespace or not name or "/" in name:
+                raise ValueError(f"{item!r} must be 'namespace/name' (wildcards '*' allowed)")
+        return value
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.service_accounts or self.usernames or self.username_prefixes or self.groups or self.extra
+        )
+
+
+class _Document(_Model):
+    """One policy file. Sections may be split across files; each may appear in one file only."""
+
+    api_version: Literal["agent-guard.io/v1alpha1"]
+    kind: Literal["Policy"]
+    mode: GlobalMode | None = None
+    guard_namespace: str | None = None
+    agents: AgentSelector | None = None
+    guards: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A validated, merged policy. Immutable: reloading builds a new one."""
+
+    mode: GlobalMode
+    agents: AgentSelector
+    guards: Mapping[str, base.GuardSettings]
+    guard_namespace: str = DEFAULT_GUARD_NAMESPACE
+    sources: tuple[str, ...] = ()
+    forced: bool = False  # mode came from the command line and overrides per-guard modes
+
+    def mode_of(self, guard_id: str) -> base.Mode:
+        """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
+        own = self.guards[guard_id].mode
+        if own == "off":
+            return "off"
+        if self.forced:
+            return self.mode
+        return own or self.mode
+
+    def settings_of(self, guard_id: str) -> base.GuardSettings:
+        return self.guards[guard_id]
+
+    def with_mode(self, mode: GlobalMode) -> Policy:
+        """The same policy with every guard that is not off forced into ``mode`` (``--mode``).
+
+        ``--mode dry-run`` must mean "nothing is enforced", whatever single guards say.
+        """
+        return dataclasses.replace(self, mode=mode, forced=True)
+
+
+def _field(loc: Iterable[int | str]) -> str:
+    return ".".join(str(part) for part in loc) or "(document)"
+
+
+def _problems(source: str, error: pydantic.ValidationError, prefix: Sequence[str] = ()) -> list[str]:
+    problems = []
+    for item in error.errors():
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "literal_error" and item["loc"][-1:] in (("apiVersion",), ("kind",)):
+            message = f"{message} (this file must declare apiVersion: {API_VERSION}, kind: {KIND})"
+        problems.append(f"{source}: {_field([*prefix, *item['loc']])}: {message}")
+    return problems
+
+
+def _read_documents(path: Path) -> list[tuple[str, Any]]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise PolicyError([f"{path}: (directory): no *.yaml policy files found"])
+    elif path.is_file():
+        files = [path]
+    else:
+        raise PolicyError([f"{path}: (path): no such file or directory"])
+    documents: list[tuple[str, Any]] = []
+    for file in files:
+        try:
+            loaded = list(yaml.load_all(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "(document)"
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise PolicyError([f"{file}: {where}: invalid YAML: {problem}"]) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError([f"{file}: (file): cannot read: {exc}"]) from exc
+        documents.extend((str(file), doc) for doc in loaded if doc is not None)
+    return documents
+
+
+def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
+    """Load a policy file or a directory of them; raise PolicyError naming file, field and problem."""
+    problems: list[str] = []
+    parsed: list[tuple[str, _Document]] = []
+    for source, raw in _read_documents(Path(path)):
+        if not isinstance(raw, dict):
+            problems.append(f"{source}: (document): expected a mapping, got {type(raw).__name__}")
+            continue
+        try:
+            parsed.append((source, _Document.model_validate(raw)))
+        except pydantic.ValidationError as exc:
+            problems.extend(_problems(source, exc))
+    if problems:
+        raise PolicyError(problems)
+
+    seen: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    raw_guards: dict[str, tuple[str, dict[str, Any]]] = {}
+    for source, document in parsed:
+        for section in ("mode", "guard_namespace", "agents"):
+            value = getattr(document, section)
+            if value is None:
+                continue
+            if section in seen:
+                camel = alias_generators.to_camel(section)
+                problems.append(f"{source}: {camel}: already set in {seen[section]}")
+            seen[section] = source
+            merged[section] = value
+        for guard_id, settings in document.guards.items():
+            if guard_id in raw_guards:
+                problems.append(f"{source}: guards.{guard_id}: already set in {raw_guards[guard_id][0]}")
+            raw_guards[guard_id] = (source, settings if settings is not None else {})
+
+    known = guards.by_id()
+    settings_by_id: dict[str, base.GuardSettings] = {}
+    for guard_id, (source, raw) in raw_guards.items():
+        family = known.get(guard_id)
+        if family is None:
+            problems.append(
+                f"{source}: guards.{guard_id}: unknown guard id (known: {', '.join(sorted(known))})"
+            )
+            continue
+        try:
+            settings_by_id[guard_id] = family.settings.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            problems.extend(_problems(source, exc, ("guards", guard_id)))
+    agents: AgentSelector | None = merged.get("agents")
+    if agents is None or agents.empty:
+        where = seen.get("agents", ", ".join(s for s, _ in parsed) or str(path))
+        problems.append(f"{where}: agents: no agent identities defined; the guard would judge nobody")
+    if problems or agents is None:
+        raise PolicyError(problems)
+
+    for family in known.values():
+        settings_by_id.setdefault(family.id, family.settings())
+    loaded = Policy(
+        mode=merged.get("mode", "enforce"),
+        agents=agents,
+        guards=settings_by_id,
+        guard_namespace=merged.get("guard_namespace", DEFAULT_GUARD_NAMESPACE),
+        sources=tuple(dict.fromkeys(source for source, _ in parsed)),
+    )
+    return loaded.with_mode(mode) if mode else loaded
