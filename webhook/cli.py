@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from webhook import app, certs, decisionlog, policy, server
+import yaml
+
+from webhook import app, certs, decisionlog, manifests, policy, server
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -56,6 +58,24 @@ def _check_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifests_webhook(args: argparse.Namespace) -> int:
+    try:
+        loaded = policy.load(Path(args.rules))
+        bundle = args.ca_bundle or certs.ca_bundle(Path(args.cert_dir))
+    except policy.PolicyError as exc:
+        print(f"invalid policy:\n{exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"agent-guard manifests: cannot read the CA: {exc} (run agent-guard certs first)", file=sys.stderr
+        )
+        return 1
+    service = None if args.url else (args.service, args.namespace)
+    rendered = manifests.validating_webhook_configuration(loaded, bundle, url=args.url, service=service)
+    print(yaml.safe_dump(rendered, sort_keys=False), end="")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -95,6 +115,19 @@ def parser() -> argparse.ArgumentParser:
     )
     cert.add_argument("--force", action="store_true", help="replace an existing pair")
     cert.set_defaults(func=_certs)
+
+    render = sub.add_parser("manifests", help="render Kubernetes objects from the policy")
+    kinds = render.add_subparsers(dest="kind", required=True, metavar="KIND")
+    webhook_config = kinds.add_parser("webhook", help="the ValidatingWebhookConfiguration (YAML on stdout)")
+    webhook_config.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    webhook_config.add_argument("--cert-dir", default="certs", help="where ca.crt is (for the caBundle)")
+    webhook_config.add_argument("--ca-bundle", help="base64 caBundle (instead of --cert-dir)")
+    webhook_config.add_argument(
+        "--url", help="reach the guard by URL (out of cluster), e.g. https://10.0.0.5:8443"
+    )
+    webhook_config.add_argument("--service", default=certs.DEFAULT_SERVICE, help="Service name (in cluster)")
+    webhook_config.add_argument("--namespace", default=certs.DEFAULT_NAMESPACE, help="Service namespace")
+    webhook_config.set_defaults(func=_manifests_webhook)
 
     lint = sub.add_parser("policy", help="validate the policy and print each guard's effective mode")
     lint.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
