@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test unit e2e lint certs clean
+.PHONY: install run test unit e2e lint certs bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -24,8 +24,8 @@ certs: $(STAMP) ## (re)create dev certificates in certs/ (keeps a valid pair; AR
 	$(BIN)/agent-guard certs --out certs $(ARGS)
 
 lint: $(STAMP) ## ruff + mypy --strict
-	$(BIN)/ruff check webhook tests
-	$(BIN)/ruff format --check webhook tests
+	$(BIN)/ruff check webhook tests bench
+	$(BIN)/ruff format --check webhook tests bench
 	$(BIN)/mypy
 
 unit: $(STAMP) ## everything but the end-to-end suite
@@ -33,6 +33,9 @@ unit: $(STAMP) ## everything but the end-to-end suite
 
 e2e: $(STAMP) ## only the end-to-end suite (real kube-apiserver + etcd, built on first use)
 	$(BIN)/pytest -m e2e $(ARGS)
+
+bench: $(STAMP) ## webhook vs a no-op floor in the same run (needs Go for the load generator); ~8 min
+	$(BIN)/python -m bench.run --json bench/results.json $(ARGS)
 
 test: lint ## lint, then the whole suite including end to end
 	$(BIN)/pytest $(ARGS)

@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -67,9 +68,8 @@ def load_engine(settings: Settings) -> engine.Engine:
         raise ServeError(f"invalid policy:\n{exc}") from exc
 
 
-def build(settings: Settings) -> uvicorn.Server:
-    """Everything that can fail at start-up fails here, before a port is bound."""
-    state = app.State(load_engine(settings), max_body=settings.max_body)
+def uvicorn_server(asgi_app: Any, settings: Settings) -> uvicorn.Server:
+    """uvicorn over our TLS context with production settings (also used by the benchmark floor)."""
     paths = prepare_certs(settings.cert_dir)
     context = tls_context(paths.cert, paths.key)
 
@@ -77,7 +77,7 @@ def build(settings: Settings) -> uvicorn.Server:
         return context
 
     config = uvicorn.Config(
-        app.create_app(state),
+        asgi_app,
         host=settings.host,
         port=settings.port,
         ssl_context_factory=_context,
@@ -87,6 +87,13 @@ def build(settings: Settings) -> uvicorn.Server:
         server_header=False,
         log_config=None,
     )
+    return uvicorn.Server(config)
+
+
+def build(settings: Settings) -> uvicorn.Server:
+    """Everything that can fail at start-up fails here, before a port is bound."""
+    state = app.State(load_engine(settings), max_body=settings.max_body)
+    built = uvicorn_server(app.create_app(state), settings)
     log.info(
         "policy %s (mode %s); serving https://%s:%d",
         ", ".join(state.engine.policy.sources),
@@ -94,7 +101,7 @@ def build(settings: Settings) -> uvicorn.Server:
         settings.host,
         settings.port,
     )
-    return uvicorn.Server(config)
+    return built
 
 
 def serve(settings: Settings) -> int:

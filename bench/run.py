@@ -1,0 +1,244 @@
+"""``make bench``: the webhook against a floor measured in the same run.
+
+1. Build the Go load generator (cached), create certificates and the request mixes.
+2. Start the floor (no-op ASGI app, same uvicorn/TLS settings) and the real ``agent-guard serve``.
+3. Max throughput of each (closed loop), the ratio webhook/floor, for /validate and /authorize.
+4. Open-loop latency at fixed rates (500 and 1,000 req/s): p50/p99/p99.9.
+5. The same with 2 workers, if the server supports ``--workers``.
+6. Engine-only micro-benchmark per guard family (no HTTP).
+7. A memory soak at 1,000 req/s (RSS at start and end).
+
+Results print as a table and are written as JSON (``--json``) for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import micro, mix
+from tests import reviews, serving
+from webhook import certs
+
+LOADGEN_SRC = Path(__file__).resolve().parent / "loadgen"
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "kube-agent-guard" / "tools"
+
+
+def build_loadgen() -> Path:
+    """Build the load generator once per source version (go build caches the rest)."""
+    if shutil.which("go") is None:
+        raise SystemExit("make bench needs Go (the load generator is a small Go program); install Go first")
+    digest = hashlib.sha256()
+    for path in sorted(LOADGEN_SRC.glob("*")):
+        digest.update(path.read_bytes())
+    target = cache_dir() / f"loadgen-{digest.hexdigest()[:12]}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        subprocess.run(["go", "build", "-o", str(tmp), "."], cwd=LOADGEN_SRC, check=True)
+        os.replace(tmp, target)
+    return target
+
+
+def load(
+    loadgen: Path, url: str, ca: Path, bodies: Path, mode: str, seconds: float, **opts: Any
+) -> dict[str, Any]:
+    command = [
+        str(loadgen),
+        "-url",
+        url,
+        "-ca",
+        str(ca),
+        "-bodies",
+        str(bodies),
+        "-mode",
+        mode,
+        "-duration",
+        f"{seconds}s",
+        "-warmup",
+        f"{opts.pop('warmup', 2)}s",
+    ]
+    for key, value in opts.items():
+        command += [f"-{key}", str(value)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children (workers), from /proc."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for one in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+@contextlib.contextmanager
+def floor(workdir: Path, cert_dir: Path) -> Iterator[serving.Guard]:
+    port = serving.free_port()
+    log = workdir / "floor.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", "--port", str(port), "--cert-dir", str(cert_dir)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=reviews.ROOT,
+        )
+    guard = serving.Guard(process, port, cert_dir, log)
+    try:
+        serving.wait_ready(guard)
+        yield guard
+    finally:
+        guard.stop()
+
+
+def supports_workers() -> bool:
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--help"], capture_output=True, text=True, check=False
+    )
+    return "--workers" in done.stdout
+
+
+def endpoint_exists(guard: serving.Guard, path: str) -> bool:
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    request = urllib.request.Request(f"{guard.url}{path}", data=b"{}", method="POST")
+    try:
+        urllib.request.urlopen(request, context=guard.context(), timeout=5)
+    except urllib.error.HTTPError as exc:
+        return exc.code != 404
+    return True
+
+
+def fmt(result: dict[str, Any]) -> str:
+    return (
+        f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+        f"p99.9 {result['p999_ms']:6.2f} ms  errors {result['errors'] + result['non200']}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per load run")
+    parser.add_argument("--soak", type=float, default=300, help="soak seconds at 1,000 req/s (0: skip)")
+    parser.add_argument("--conns", type=int, default=32, help="connections for max-throughput runs")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    args = parser.parse_args()
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    loadgen = build_loadgen()
+    with tempfile.TemporaryDirectory(prefix="agent-guard-bench-") as tmp:
+        workdir = Path(tmp)
+        cert_dir = workdir / "certs"
+        certs.generate(cert_dir)
+        ca = cert_dir / "ca.crt"
+        validate_bodies, access_bodies = workdir / "validate.jsonl", workdir / "authorize.jsonl"
+        results["bodies"] = {
+            "validate": mix.write(validate_bodies, mix.admission_bodies()),
+            "authorize": mix.write(access_bodies, mix.access_bodies()),
+        }
+        print(f"bodies: {json.dumps(results['bodies'])}", flush=True)
+
+        def measure(label: str, *extra: str) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            with serving.running(workdir, cert_dir, *extra) as guard:
+                has_authorize = endpoint_exists(guard, "/authorize")
+                for endpoint, bodies in (("validate", validate_bodies), ("authorize", access_bodies)):
+                    if endpoint == "authorize" and not has_authorize:
+                        print(f"[{label}] /authorize: not served by this build, skipped", flush=True)
+                        continue
+                    url = f"{guard.url}/{endpoint}"
+                    best = load(loadgen, url, ca, bodies, "max", args.seconds, conns=args.conns)
+                    print(f"[{label}] /{endpoint} max:       {fmt(best)}", flush=True)
+                    out[f"{endpoint}_max"] = best
+                    for rate in (500, 1000):
+                        fixed = load(loadgen, url, ca, bodies, "rate", args.seconds, rate=rate, conns=64)
+                        print(f"[{label}] /{endpoint} @{rate:>5}/s:  {fmt(fixed)}", flush=True)
+                        out[f"{endpoint}_rate_{rate}"] = fixed
+            return out
+
+        with floor(workdir, cert_dir) as guard:
+            floor_results = {}
+            for endpoint, bodies in (("validate", validate_bodies), ("authorize", access_bodies)):
+                result = load(
+                    loadgen, f"{guard.url}/{endpoint}", ca, bodies, "max", args.seconds, conns=args.conns
+                )
+                print(f"[floor] /{endpoint} max:         {fmt(result)}", flush=True)
+                floor_results[f"{endpoint}_max"] = result
+            results["floor"] = floor_results
+
+        results["webhook_1_worker"] = measure("webhook 1 worker")
+        for endpoint in ("validate", "authorize"):
+            key = f"{endpoint}_max"
+            if key in results["webhook_1_worker"]:
+                ratio = results["webhook_1_worker"][key]["rps"] / results["floor"][key]["rps"]
+                results[f"ratio_{endpoint}"] = ratio
+                print(f"ratio /{endpoint} webhook/floor (1 worker): {ratio:.2f}", flush=True)
+        if supports_workers():
+            results["webhook_2_workers"] = measure("webhook 2 workers", "--workers", "2")
+        else:
+            print("2 workers: this build of agent-guard serve has no --workers, skipped", flush=True)
+
+        results["engine"] = micro.run()
+        for family, rate in results["engine"].items():
+            print(f"[engine] {family:<22} {rate:10.0f} reviews/s", flush=True)
+
+        if args.soak > 0:
+            with serving.running(workdir, cert_dir) as guard:
+                before = rss_kib(guard.process.pid)
+                soak = load(
+                    loadgen,
+                    f"{guard.url}/validate",
+                    ca,
+                    validate_bodies,
+                    "rate",
+                    args.soak,
+                    rate=1000,
+                    conns=64,
+                    warmup=0,
+                )
+                after = rss_kib(guard.process.pid)
+            results["soak"] = {"seconds": args.soak, "rss_start_kib": before, "rss_end_kib": after, **soak}
+            print(f"[soak] {args.soak:.0f}s @1000/s: {fmt(soak)}  RSS {before} -> {after} KiB", flush=True)
+
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
