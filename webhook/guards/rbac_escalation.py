@@ -1,0 +1,361 @@
+"""``rbac-escalation``: an agent may not grant power, to itself or to anyone else.
+
+An agent bound to ``cluster-admin`` passes RBAC's own escalation checks (it already holds every
+permission), so nothing stops it from writing a ClusterRole that reads every Secret, binding
+``cluster-admin`` to ``system:authenticated``, or minting a client certificate for ``system:masters``.
+This family judges the *content* of what the agent writes:
+
+- Roles/ClusterRoles: wildcards, the escalate/bind/impersonate verbs, and any verb on the resources
+  that are credentials or control of the cluster's security machinery; aggregation (a ClusterRole
+  that collects rules, or rules that flow into ``admin``/``edit``/``view``);
+- RoleBindings/ClusterRoleBindings: powerful roles, broad groups and the agent's own identities;
+- CertificateSigningRequests and their approval (a client certificate is a login as any user).
+
+Checks follow RBAC's matching rules (``k8s.io/component-helpers/auth/rbac``), but err on the side of
+denying: names are compared case-insensitively, ``resourceNames`` never make a dangerous rule safe,
+and any ``*`` inside a resource or URL counts as a wildcard even where RBAC would read it literally.
+The authorization side denies the verbs that no admission request ever shows (impersonate, and the
+escalate/bind checks RBAC performs) plus approving CSRs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from webhook import attributes
+from webhook.guards import base
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+CERTIFICATES_GROUP = "certificates.k8s.io"
+
+ESCALATING_VERBS = ("escalate", "bind", "impersonate")
+
+# Any verb on these is a credential, a shell, or control over the cluster's security machinery.
+SENSITIVE_RESOURCES = (
+    "secrets",
+    "serviceaccounts/token",
+    "pods/exec",
+    "pods/attach",
+    "pods/portforward",
+    "pods/proxy",
+    "services/proxy",
+    "nodes/proxy",
+    "certificatesigningrequests/approval",
+    "signers",
+    "validatingwebhookconfigurations",
+    "mutatingwebhookconfigurations",
+    "validatingadmissionpolicies",
+    "validatingadmissionpolicybindings",
+    "mutatingadmissionpolicies",
+    "mutatingadmissionpolicybindings",
+)
+
+# ClusterRoles that grant secrets, exec or RBAC power by design.
+POWERFUL_CLUSTER_ROLES = ("cluster-admin", "admin", "edit")
+# ``system:`` ClusterRoles belong to Kubernetes components (controllers, nodes, the scheduler) and
+# several are as strong as cluster-admin; ``system:aggregate-to-edit`` is ``edit`` under another name.
+# These three are bound to every authenticated user by default, so binding them grants nothing new.
+HARMLESS_SYSTEM_ROLES = ("system:basic-user", "system:discovery", "system:public-info-viewer")
+
+# Groups whose names start with ``system:`` are assigned by Kubernetes itself: system:masters (bypasses
+# authorization), system:authenticated / system:unauthenticated (everyone), system:serviceaccounts[:ns]
+# (every ServiceAccount, including ones the agent creates), system:nodes, system:bootstrappers.
+RESERVED_GROUP_PREFIX = "system:"
+ANONYMOUS_USER = "system:anonymous"
+
+AGGREGATE_LABEL_PREFIX = "rbac.authorization.k8s.io/aggregate-to-"
+
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+ASK = "ask a human operator if this is really needed"
+
+
+class Settings(base.GuardSettings):
+    """``powerfulRoles``: more roles agents may not bind, on top of cluster-admin, admin, edit, system:*.
+
+    An entry ``name`` is a ClusterRole; ``namespace/name`` is a Role in that namespace; a trailing
+    ``*`` makes either a prefix pattern (``platform-*``).
+    """
+
+    powerful_roles: tuple[str, ...] = ()
+
+    @pydantic.field_validator("powerful_roles")
+    @classmethod
+    def _well_formed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            namespace, slash, name = item.rpartition("/")
+            if not name or (slash and not namespace) or "/" in namespace:
+                raise ValueError(f"{item!r} must be 'clusterrole-name' or 'namespace/role-name'")
+            if "*" in item[:-1]:
+                raise ValueError(f"{item!r}: '*' is only allowed at the end (a prefix pattern)")
+        return value
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+
+def _strings(value: Any) -> list[str]:
+    """A list field as strings; anything malformed reads as empty (the apiserver validated it)."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
+
+
+def _quoted(items: Sequence[str]) -> str:
+    return ", ".join(f'"{item}"' for item in items)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return value == pattern
+
+
+def _describe(request: attributes.AdmissionRequest) -> str:
+    kind = request.kind or request.resource.resource
+    where = f' in namespace "{request.namespace}"' if request.namespace else ""
+    return f'{kind} "{request.name}"{where}'
+
+
+# --- Roles and ClusterRoles ------------------------------------------------------------------------
+
+
+def _rule_problems(rule: Mapping[str, Any]) -> list[str]:
+    """Why one PolicyRule is too strong for an agent to write, in plain words (empty: harmless)."""
+    verbs = [v.lower() for v in _strings(rule.get("verbs"))]
+    groups = _strings(rule.get("apiGroups"))
+    resources = [r.lower() for r in _strings(rule.get("resources"))]
+    urls = _strings(rule.get("nonResourceURLs"))
+    problems = []
+    if "*" in verbs:
+        problems.append('verbs "*" (every verb, including escalate, bind and impersonate)')
+    escalating = [v for v in ESCALATING_VERBS if v in verbs]
+    if escalating:
+        problems.append(f"verbs {_quoted(escalating)}")
+    if "*" in groups:
+        problems.append('apiGroups "*" (every API group, present and future)')
+    wildcards = [r for r in resources if "*" in r]
+    if wildcards:
+        problems.append(f"wildcard resources {_quoted(wildcards)}")
+    sensitive = [r for r in resources if r in SENSITIVE_RESOURCES]
+    if sensitive:
+        problems.append(f"access to {_quoted(sensitive)}")
+    wild_urls = [u for u in urls if "*" in u]
+    if wild_urls:
+        problems.append(f"wildcard nonResourceURLs {_quoted(wild_urls)}")
+    return problems
+
+
+def _aggregation_problems(obj: Mapping[str, Any]) -> Iterator[str]:
+    if isinstance(obj.get("aggregationRule"), Mapping):
+        yield (
+            "sets aggregationRule: an aggregated ClusterRole collects the rules of every ClusterRole its "
+            "selector matches, now and later (including cluster-admin-level ones); list the rules explicitly"
+        )
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
+    if not isinstance(labels, Mapping):
+        return
+    for key, value in labels.items():
+        # Selectors of aggregating roles may match any value; only an explicit "false" is harmless.
+        if str(key).startswith(AGGREGATE_LABEL_PREFIX) and str(value).lower() != "false":
+            target = str(key)[len(AGGREGATE_LABEL_PREFIX) :]
+            yield (
+                f'sets label metadata.labels["{key}"]="{value}": its rules would be added to the '
+                f'"{target}" role that other users and ServiceAccounts already hold; remove the label'
+            )
+
+
+def _role_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
+    obj = request.object
+    if obj is None:
+        return
+    what = _describe(request)
+    rules = obj.get("rules")
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, Mapping):
+            continue
+        problems = _rule_problems(rule)
+        if problems:
+            yield (
+                f"{what}: rules[{index}] grants {'; '.join(problems)}. Agents may only write roles with "
+                "explicit verbs on ordinary resources (resourceNames do not make these safe); "
+                f"narrow the rule or {ASK}"
+            )
+    if request.resource.resource == "clusterroles":
+        for problem in _aggregation_problems(obj):
+            yield f"{what} {problem}"
+
+
+# --- RoleBindings and ClusterRoleBindings ----------------------------------------------------------
+
+
+def _powerful_role(ref: Mapping[str, Any], namespace: str, settings: Settings) -> bool:
+    kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
+    if kind == "ClusterRole":
+        if name in POWERFUL_CLUSTER_ROLES:
+            return True
+        if name.startswith(RESERVED_GROUP_PREFIX) and name not in HARMLESS_SYSTEM_ROLES:
+            return True
+        return any("/" not in p and _matches(p, name) for p in settings.powerful_roles)
+    if kind == "Role":
+        qualified = f"{namespace}/{name}"
+        return any("/" in p and _matches(p, qualified) for p in settings.powerful_roles)
+    return False
+
+
+def _subject_identity(subject: Mapping[str, Any], binding_namespace: str) -> attributes.UserInfo | None:
+    """The caller a subject grants to, as the authenticator would present it (None: malformed)."""
+    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    if not name:
+        return None
+    if kind == "Group":
+        return attributes.UserInfo(username="", groups=(name,))
+    if kind == "ServiceAccount":
+        # RBAC defaults a ServiceAccount subject's namespace to the binding's own namespace.
+        namespace = str(subject.get("namespace") or binding_namespace)
+        if not namespace:
+            return None
+        name = f"{attributes.SA_PREFIX}{namespace}:{name}"
+    elif kind != "User":
+        return None
+    info = attributes.UserInfo(username=name, groups=("system:authenticated",))
+    account = info.service_account
+    if account is not None:
+        groups = ("system:serviceaccounts", f"system:serviceaccounts:{account[0]}", "system:authenticated")
+        info = attributes.UserInfo(username=name, groups=groups)
+    return info
+
+
+def _subject_problem(
+    subject: Mapping[str, Any], binding_namespace: str, caller: attributes.UserInfo, ctx: base.Context
+) -> str | None:
+    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    if kind == "Group" and name.startswith(RESERVED_GROUP_PREFIX):
+        return (
+            f'group "{name}" is a Kubernetes-assigned group (all users, all ServiceAccounts, or '
+            "system:masters); bind a specific ServiceAccount instead"
+        )
+    if kind == "User" and name == ANONYMOUS_USER:
+        return f'user "{name}" is every unauthenticated request; bind a specific ServiceAccount instead'
+    identity = _subject_identity(subject, binding_namespace)
+    if identity is None:
+        return None
+    own = bool(identity.username) and identity.username == caller.username
+    own = own or (kind == "Group" and name in caller.groups)
+    if own or ctx.is_agent(identity):
+        return (
+            f'{kind} "{identity.username or name}" is an agent identity (possibly your own); agents may '
+            "not grant permissions to agents, ask a human operator to change an agent's access"
+        )
+    return None
+
+
+def _binding_findings(
+    request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context
+) -> Iterator[str]:
+    obj = request.object
+    if obj is None:
+        return
+    what = _describe(request)
+    metadata = obj.get("metadata")
+    namespace = request.namespace or (
+        str(metadata.get("namespace", "")) if isinstance(metadata, Mapping) else ""
+    )
+    ref = obj.get("roleRef")
+    if isinstance(ref, Mapping) and _powerful_role(ref, namespace, settings):
+        yield (
+            f'{what}: roleRef {ref.get("kind")} "{ref.get("name")}" is a powerful role (Secrets, exec, RBAC '
+            "or control-plane access); bind a Role with only the verbs and resources needed, or "
+            f"{ASK}"
+        )
+    subjects = obj.get("subjects")
+    for index, subject in enumerate(subjects if isinstance(subjects, list) else []):
+        if not isinstance(subject, Mapping):
+            continue
+        problem = _subject_problem(subject, namespace, request.user, ctx)
+        if problem:
+            yield f"{what}: subjects[{index}] {problem}"
+
+
+# --- CertificateSigningRequests -------------------------------------------------------------------
+
+
+def _csr_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
+    if request.operation == "CREATE" and not request.sub_resource:
+        signer = ""
+        spec = request.object.get("spec") if request.object is not None else None
+        if isinstance(spec, Mapping):
+            signer = str(spec.get("signerName", ""))
+        yield (
+            f'creating CertificateSigningRequest "{request.name}" (spec.signerName "{signer}") is not '
+            "allowed for agents: a signed client certificate is a login as any user or group it names, "
+            f"including system:masters; {ASK}"
+        )
+    elif request.operation == "UPDATE" and request.sub_resource == "approval":
+        yield (
+            f'approving or denying CertificateSigningRequest "{request.name}" (status.conditions via the '
+            "approval subresource) is not allowed for agents: approval decides who may log in to the "
+            f"cluster; {ASK}"
+        )
+
+
+# --- the checks ------------------------------------------------------------------------------------
+
+
+def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
+    if request.operation not in ("CREATE", "UPDATE"):
+        return
+    group, resource = request.resource.group, request.resource.resource
+    if group == RBAC_GROUP and not request.sub_resource:
+        if resource in ("roles", "clusterroles"):
+            yield from _role_findings(request)
+        elif resource in ("rolebindings", "clusterrolebindings"):
+            yield from _binding_findings(request, settings, ctx)
+    elif group == CERTIFICATES_GROUP and resource == "certificatesigningrequests":
+        yield from _csr_findings(request)
+
+
+def check_access(request: attributes.AccessRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
+    if not request.is_resource_request:
+        return
+    verb = request.verb.lower()
+    target = request.resource_path or "(any resource)"
+    if verb in ESCALATING_VERBS:
+        yield (
+            f'the verb "{verb}" on {target} is not allowed for agents: it grants permissions or identities '
+            f"beyond the agent's own; {ASK}"
+        )
+    elif verb in WRITE_VERBS and request.resource_path == "certificatesigningrequests/approval":
+        yield (
+            f'{verb} on certificatesigningrequests/approval "{request.name}" is not allowed for agents: '
+            f"approving a CSR issues a login certificate; {ASK}"
+        )
+
+
+FAMILY = base.Family(
+    id="rbac-escalation",
+    summary=(
+        "Denies agents roles with wildcards, escalating verbs or sensitive resources, aggregation, "
+        "bindings to powerful roles, broad groups or agents, CSRs and CSR approval, "
+        "and the impersonate/escalate/bind verbs."
+    ),
+    settings=Settings,
+    admission=check,
+    access=check_access,
+    rules=(
+        base.AdmissionRule(
+            api_groups=(RBAC_GROUP,),
+            resources=("roles", "clusterroles", "rolebindings", "clusterrolebindings"),
+            operations=("CREATE", "UPDATE"),
+        ),
+        base.AdmissionRule(
+            api_groups=(CERTIFICATES_GROUP,),
+            resources=("certificatesigningrequests", "certificatesigningrequests/approval"),
+            operations=("CREATE", "UPDATE"),
+        ),
+    ),
+)
