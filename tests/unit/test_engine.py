@@ -47,10 +47,11 @@ def crashing(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*_: object) -> Iterator[str]:
         raise KeyError("spec")
 
-    family = guards.by_id()["namespace-delete"]
-    monkeypatch.setitem(
-        guards.by_id.__globals__, "families", lambda: (dataclasses.replace(family, admission=boom),)
+    # Every family stays registered (the policy names them all); only namespace-delete crashes.
+    patched = tuple(
+        dataclasses.replace(f, admission=boom) if f.id == "namespace-delete" else f for f in guards.families()
     )
+    monkeypatch.setitem(guards.by_id.__globals__, "families", lambda: patched)
 
 
 @pytest.mark.usefixtures("crashing")
