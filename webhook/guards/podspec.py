@@ -8,11 +8,13 @@ complete list for the built-in workload APIs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from webhook import attributes
+from webhook.guards import base
 
 # (group, resource) -> path of the pod spec inside the object
 TEMPLATE_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -76,6 +78,24 @@ def pod_spec(request: attributes.AdmissionRequest) -> PodSpec | None:
     return PodSpec(".".join(path), spec) if spec is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Volume:
+    label: str  # e.g. 'volume "creds"'
+    field: str  # e.g. "spec.template.spec.volumes[0]"
+    spec: Mapping[str, Any]
+
+
+def volumes(pod: PodSpec) -> Iterator[Volume]:
+    """Every volume of the pod, labelled for messages."""
+    items = pod.spec.get("volumes")
+    if not isinstance(items, list):
+        return
+    for index, item in enumerate(items):
+        if isinstance(item, Mapping):
+            name = item.get("name", f"#{index}")
+            yield Volume(f'volume "{name}"', f"{pod.path}.volumes[{index}]", item)
+
+
 def containers(pod: PodSpec) -> Iterator[Container]:
     """Every container of every kind, labelled for messages."""
     for list_name, label in CONTAINER_LISTS:
@@ -86,3 +106,32 @@ def containers(pod: PodSpec) -> Iterator[Container]:
             if isinstance(item, Mapping):
                 name = item.get("name", f"#{index}")
                 yield Container(f'{label} "{name}"', f"{pod.path}.{list_name}[{index}]", item)
+
+
+def previous(request: attributes.AdmissionRequest) -> PodSpec | None:
+    """The pod spec the object had before an UPDATE; None on CREATE or without an old object."""
+    if request.operation != "UPDATE" or request.old_object is None:
+        return None
+    return pod_spec(dataclasses.replace(request, object=request.old_object))
+
+
+def spec_unchanged(request: attributes.AdmissionRequest) -> bool:
+    """True when an UPDATE leaves the pod spec exactly as it was (scale, labels, rollout restart).
+
+    Such a write cannot make the pods run other code, so what they already run as or read stays
+    the responsibility of whoever wrote the spec.
+    """
+    old, new = previous(request), pod_spec(request)
+    return old is not None and new is not None and old.spec == new.spec
+
+
+def admission_rules(operations: tuple[str, ...] = ("CREATE", "UPDATE")) -> tuple[base.AdmissionRule, ...]:
+    """Webhook rules that route every write carrying a pod spec (the resources above)."""
+    by_group: dict[str, list[str]] = {}
+    for group, resource in TEMPLATE_PATHS:
+        by_group.setdefault(group, []).append(resource)
+    by_group[""].extend(f"pods/{sub}" for sub in sorted(POD_SUBRESOURCES) if sub)
+    return tuple(
+        base.AdmissionRule(api_groups=(group,), resources=tuple(resources), operations=operations)
+        for group, resources in sorted(by_group.items())
+    )

@@ -1,0 +1,330 @@
+"""``secret-access``: an agent may not read Secrets, mint tokens, or reach into running workloads.
+
+Secrets are the credentials of everything else, and an agent bound to cluster-admin has many doors
+to them besides ``get``. Admission closes the doors it sees:
+
+- TokenRequest (CREATE ``serviceaccounts/token``) and legacy token Secrets (type
+  ``kubernetes.io/service-account-token``, CREATE or an UPDATE that re-points one), both of which
+  make the control plane mint a credential for an account that is not an agent;
+- UPDATE of a Secret: the apiserver answers an update or patch with the whole object, data included,
+  so a harmless-looking label patch is a read;
+- CONNECT on exec/attach/portforward/proxy: inside a container sit its mounted Secrets and token;
+- pod specs (every template, via ``podspec``) that hand a Secret to a pod: ``secret`` and projected
+  ``secret`` volumes, ``env[].valueFrom.secretKeyRef``, ``envFrom[].secretRef``, and the volume
+  plugins that authenticate with a Secret on the pod's behalf (CSI ``nodePublishSecretRef``, cephfs,
+  rbd, iscsi, flexVolume, cinder, scaleIO, storageos ``secretRef``, azureFile ``secretName``).
+
+``imagePullSecrets`` are allowed: the kubelet uses them to pull the image and the pod never sees the
+data (the worst case is pulling a private image the namespace could already pull). An UPDATE that
+leaves the pod spec unchanged (scale, labels, ``rollout restart``) is allowed even if the pods read
+Secrets; one that changes it is judged in full, since a new image or command could read what the old
+one was trusted with.
+
+Reads never reach admission, so the authorization side (``access``) denies get/list/watch and the
+other verbs whose replies carry Secret data (update, patch, deletecollection), any verb on the
+connect subresources, and ``create`` on ``serviceaccounts/token``. A list or watch the apiserver
+narrowed to one object (``fieldSelector=metadata.name=X``) arrives with that name and counts as a
+read of X; a namespace allow-listed with ``"*"`` may be read whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from webhook import attributes
+from webhook.guards import base, podspec
+
+TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"  # noqa: S105 - a type name, not a secret
+ALL = "*"
+SETTING = "guards.secret-access.allowedSecrets"
+
+# (resource, subresource) -> (what the caller tries, the object kind, why it exposes credentials)
+CONNECT: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("pods", "exec"): ("running a command in", "pod", "it reaches the container's Secrets and token"),
+    ("pods", "attach"): ("attaching to", "pod", "it reaches the container's Secrets and token"),
+    ("pods", "portforward"): ("port-forwarding to", "pod", "it opens the pod's unauthenticated ports"),
+    ("pods", "proxy"): ("proxying to", "pod", "it opens the pod's unauthenticated ports"),
+    ("services", "proxy"): ("proxying to", "service", "it opens the service's unauthenticated ports"),
+    ("nodes", "proxy"): (
+        "proxying to the kubelet of",
+        "node",
+        "the kubelet API runs commands in every pod on the node and reads their tokens",
+    ),
+}
+CONNECT_ADVICE = "use read-only tools (get, describe, pods/log) or ask a human operator"
+
+# Pod volume sources that give a pod a Secret's data or act with its credentials:
+# source -> (path to the object holding the reference, key of the name in it)
+VOLUME_SECRETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "secret": ((), "secretName"),
+    "azureFile": ((), "secretName"),
+    "csi": (("nodePublishSecretRef",), "name"),
+    "cephfs": (("secretRef",), "name"),
+    "cinder": (("secretRef",), "name"),
+    "flexVolume": (("secretRef",), "name"),
+    "iscsi": (("secretRef",), "name"),
+    "rbd": (("secretRef",), "name"),
+    "scaleIO": (("secretRef",), "name"),
+    "storageos": (("secretRef",), "name"),
+}
+
+READ_VERBS = frozenset({"get", "list", "watch"})
+# Replies that carry Secret data: update/patch return the object, deletecollection the deleted list.
+LEAKING_VERBS = frozenset({"update", "patch", "deletecollection"})
+NAMED_VERBS = frozenset({"get", "list", "watch", "update", "patch"})
+
+
+class Settings(base.GuardSettings):
+    """``allowedSecrets``: Secret names per namespace that agents may read and hand to workloads.
+
+    ``"*"`` as a name allows every Secret of that namespace (and listing it). Default: none.
+    """
+
+    allowed_secrets: dict[str, tuple[str, ...]] = pydantic.Field(default_factory=dict)
+
+    @pydantic.field_validator("allowed_secrets")
+    @classmethod
+    def _non_empty(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for namespace, names in value.items():
+            if not namespace or any(not name for name in names):
+                raise ValueError("namespaces and Secret names must be non-empty strings")
+        return value
+
+    def allows(self, namespace: str, name: str) -> bool:
+        names = self.allowed_secrets.get(namespace, ())
+        return ALL in names or (bool(name) and name in names)
+
+    def allows_all(self, namespace: str) -> bool:
+        return ALL in self.allowed_secrets.get(namespace, ())
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """One place in a pod spec that names a Secret."""
+
+    owner: str  # 'container "app"' or 'volume "creds"'
+    field: str  # full field path, e.g. spec.containers[0].env[1].valueFrom.secretKeyRef
+    name: str
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _items(value: Any) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, Mapping):
+                yield index, item
+
+
+def _volume_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
+    for volume in podspec.volumes(pod):
+        owner, prefix = volume.label, volume.field
+        for source, (path, key) in VOLUME_SECRETS.items():
+            holder: Any = volume.spec.get(source)
+            for step in path:
+                holder = holder.get(step) if isinstance(holder, Mapping) else None
+            if isinstance(holder, Mapping):
+                field = ".".join((prefix, source, *(path or (key,))))
+                yield SecretRef(owner, field, _text(holder.get(key)))
+        projected = volume.spec.get("projected")
+        sources = projected.get("sources") if isinstance(projected, Mapping) else None
+        for position, item in _items(sources):
+            secret = item.get("secret")
+            if isinstance(secret, Mapping):
+                field = f"{prefix}.projected.sources[{position}].secret"
+                yield SecretRef(owner, field, _text(secret.get("name")))
+
+
+def _container_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
+    for container in podspec.containers(pod):
+        for index, env in _items(container.spec.get("env")):
+            value_from = env.get("valueFrom")
+            ref = value_from.get("secretKeyRef") if isinstance(value_from, Mapping) else None
+            if isinstance(ref, Mapping):
+                field = f"{container.field}.env[{index}].valueFrom.secretKeyRef"
+                yield SecretRef(container.label, field, _text(ref.get("name")))
+        for index, env_from in _items(container.spec.get("envFrom")):
+            ref = env_from.get("secretRef")
+            if isinstance(ref, Mapping):
+                field = f"{container.field}.envFrom[{index}].secretRef"
+                yield SecretRef(container.label, field, _text(ref.get("name")))
+
+
+def secret_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
+    """Every reference in a pod spec that exposes a Secret to the pod (see the module docstring)."""
+    yield from _volume_refs(pod)
+    yield from _container_refs(pod)
+
+
+def _metadata(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    metadata = (obj or {}).get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _namespace(request: attributes.AdmissionRequest) -> str:
+    return request.namespace or _text(_metadata(request.object).get("namespace"))
+
+
+def _object_name(request: attributes.AdmissionRequest) -> str:
+    metadata = _metadata(request.object)
+    return request.name or _text(metadata.get("name")) or _text(metadata.get("generateName"))
+
+
+def _annotation(obj: Mapping[str, Any], key: str) -> str:
+    annotations = _metadata(obj).get("annotations")
+    return _text(annotations.get(key)) if isinstance(annotations, Mapping) else ""
+
+
+def _pod_refs(request: attributes.AdmissionRequest, settings: Settings) -> Iterator[str]:
+    pod = podspec.pod_spec(request)
+    if pod is None or podspec.spec_unchanged(request):
+        return
+    namespace = _namespace(request)
+    old = podspec.previous(request)
+    existing = {(r.field, r.name) for r in secret_refs(old)} if old is not None else set()
+    for ref in secret_refs(pod):
+        if settings.allows(namespace, ref.name):
+            continue
+        target = f'Secret "{ref.name}"' if ref.name else "a Secret without a name"
+        allow = f'allow-list it in {SETTING}["{namespace}"]'
+        if (ref.field, ref.name) in existing:
+            yield (
+                f"{ref.owner} ({ref.field}) references {target} and this update changes the pod spec, "
+                "which would let new code read it; agents may only scale, label or restart workloads "
+                f"that read Secrets: ask a human operator, or an operator can {allow}"
+            )
+        else:
+            yield (
+                f"{ref.owner} ({ref.field}) references {target}; agents may not hand Secret data to "
+                "workloads: remove the reference (put non-secret settings in a ConfigMap), or an "
+                f"operator can {allow}"
+            )
+
+
+def _secret_write(request: attributes.AdmissionRequest, settings: Settings) -> Iterator[str]:
+    if request.resource.resource != "secrets" or request.sub_resource:
+        return
+    if request.operation not in ("CREATE", "UPDATE") or request.object is None:
+        return
+    namespace, name = _namespace(request), _object_name(request)
+    objects = [request.object, request.old_object or {}]
+    if any(obj.get("type") == TOKEN_SECRET_TYPE for obj in objects):
+        account = _annotation(request.object, "kubernetes.io/service-account.name")
+        verb = "creating" if request.operation == "CREATE" else "updating"
+        yield (
+            f'{verb} Secret "{name}" of type {TOKEN_SECRET_TYPE} (for ServiceAccount "{account}") is not '
+            "allowed for agents: the control plane fills it with a non-expiring token for that account; "
+            "use a ServiceAccount without a token, or ask a human operator"
+        )
+    elif request.operation == "UPDATE" and not settings.allows(namespace, name):
+        yield (
+            f'updating Secret "{name}" in namespace "{namespace}" is not allowed for agents: the reply '
+            "to an update or patch contains the whole Secret, data included; create a new Secret "
+            f'instead, ask a human operator, or an operator can allow-list it in {SETTING}["{namespace}"]'
+        )
+
+
+def _token_request(request: attributes.AdmissionRequest) -> Iterator[str]:
+    if request.operation == "CREATE" and request.resource_path == "serviceaccounts/token":
+        yield (
+            f'requesting a token for ServiceAccount "{request.name}" in namespace "{request.namespace}" '
+            "(CREATE serviceaccounts/token) is not allowed for agents: the token would act as that "
+            "account, outside this guard; ask a human operator"
+        )
+
+
+def _connect(request: attributes.AdmissionRequest) -> Iterator[str]:
+    action = CONNECT.get((request.resource.resource, request.sub_resource))
+    if request.operation != "CONNECT" or action is None:
+        return
+    doing, kind, why = action
+    where = f"{request.namespace}/{request.name}" if request.namespace else request.name
+    container = _text((request.object or {}).get("container"))
+    inside = f'container "{container}" of ' if container else ""
+    yield (
+        f'{doing} {inside}{kind} "{where}" (CONNECT {request.resource_path}) is not allowed for '
+        f"agents: {why}; {CONNECT_ADVICE}"
+    )
+
+
+def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
+    if request.resource.group == "":
+        yield from _token_request(request)
+        yield from _connect(request)
+        yield from _secret_write(request, settings)
+    yield from _pod_refs(request, settings)
+
+
+def _secret_verb(request: attributes.AccessRequest, settings: Settings) -> Iterator[str]:
+    verb, namespace, name = request.verb, request.namespace, request.name
+    if verb not in READ_VERBS | LEAKING_VERBS | {ALL}:
+        return
+    if settings.allows_all(namespace) or (verb in NAMED_VERBS and settings.allows(namespace, name)):
+        return
+    scope = f'namespace "{namespace}"' if namespace else "all namespaces"
+    if verb == "deletecollection":
+        yield (
+            f'"deletecollection" on the Secrets in {scope} is not allowed for agents: the reply lists '
+            "every deleted Secret with its data; delete single Secrets by name, or ask a human operator"
+        )
+        return
+    reason = "Secret data are credentials"
+    if verb in ("update", "patch"):
+        reason = "the reply contains the whole Secret, data included"
+    if name:
+        what, fix = f'Secret "{name}" in {scope}', f"or an operator can allow-list it in {SETTING}"
+    else:
+        what, fix = f"every Secret in {scope}", "or get a single allow-listed Secret by name"
+        if namespace:
+            fix += f', or an operator can allow "*" for the namespace in {SETTING}'
+    yield f'"{verb}" on {what} is not allowed for agents: {reason}; ask a human operator, {fix}'
+
+
+def access(request: attributes.AccessRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
+    if not request.is_resource_request or request.group not in ("", ALL):
+        return
+    action = CONNECT.get((request.resource, request.sub_resource))
+    if action is not None:
+        _, kind, why = action
+        where = f"{request.namespace}/{request.name}" if request.namespace else request.name
+        target = f'{kind} "{where}"' if request.name else f"any {kind}"
+        yield (
+            f'"{request.verb}" on {request.resource_path} ({target}) is not allowed for agents: '
+            f"{why}; {CONNECT_ADVICE}"
+        )
+    elif request.resource_path == "serviceaccounts/token" and request.verb in ("create", ALL):
+        yield (
+            f'requesting a token for ServiceAccount "{request.name}" in namespace "{request.namespace}" '
+            "is not allowed for agents: the token would act as that account, outside this guard; "
+            "ask a human operator"
+        )
+    elif request.resource in ("secrets", ALL) and not request.sub_resource:
+        yield from _secret_verb(request, settings)
+
+
+FAMILY = base.Family(
+    id="secret-access",
+    summary=(
+        "Denies an agent's Secret reads and data-returning writes, TokenRequests and token Secrets, "
+        "exec/attach/portforward/proxy, and pod specs that hand a Secret to a workload."
+    ),
+    settings=Settings,
+    admission=check,
+    access=access,
+    rules=(
+        base.AdmissionRule(api_groups=("",), resources=("serviceaccounts/token",), operations=("CREATE",)),
+        base.AdmissionRule(api_groups=("",), resources=("secrets",), operations=("CREATE", "UPDATE")),
+        base.AdmissionRule(
+            api_groups=("",),
+            resources=tuple(f"{resource}/{sub}" for resource, sub in CONNECT),
+            operations=("CONNECT",),
+        ),
+        *podspec.admission_rules(),
+    ),
+)

@@ -1,0 +1,132 @@
+"""``workload-identity``: an agent may not launch code that runs as a more powerful ServiceAccount.
+
+An agent that cannot delete a namespace itself can start a pod as a ServiceAccount that can, and
+let the pod's command do it: the pod's requests carry that account's identity, which this guard
+does not judge. So a pod spec written by an agent (Pod, every template, ephemeral containers, via
+``podspec``) may run as ``default`` (or unset, which means ``default``) or an allow-listed account.
+
+A pod that never gets the account's API token cannot act as it, so a pod with
+``automountServiceAccountToken: false`` is allowed - unless a token reaches it another way: a
+projected ``serviceAccountToken`` volume source (mounted whatever automount says) or a CSI volume
+(a driver may ask the kubelet for the pod's token, ``CSIDriver.spec.tokenRequests``). On clusters
+where an account carries cloud identity without any mounted token (GKE Workload Identity, EKS Pod
+Identity), set ``allowWithoutToken: false`` and the exemption is gone.
+
+The deprecated ``serviceAccount`` field counts when ``serviceAccountName`` is empty, as in the
+apiserver. An UPDATE that leaves the pod spec unchanged (scale, labels, ``rollout restart``) is
+allowed; one that changes it (a new image or command) is judged in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pydantic
+
+from webhook import attributes
+from webhook.guards import base, podspec
+
+DEFAULT_ACCOUNT = "default"
+ALL = "*"
+SETTING = "guards.workload-identity.allowedServiceAccounts"
+
+
+class Settings(base.GuardSettings):
+    """Which ServiceAccounts an agent's workloads may run as, besides ``default``."""
+
+    # namespace -> account names; "*" allows every account of that namespace. Default: none.
+    allowed_service_accounts: dict[str, tuple[str, ...]] = pydantic.Field(default_factory=dict)
+    # A pod with automountServiceAccountToken: false (and no other token route) may run as any account.
+    allow_without_token: bool = True
+
+    @pydantic.field_validator("allowed_service_accounts")
+    @classmethod
+    def _non_empty(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for namespace, names in value.items():
+            if not namespace or any(not name for name in names):
+                raise ValueError("namespaces and ServiceAccount names must be non-empty strings")
+        return value
+
+    def allows(self, namespace: str, account: str) -> bool:
+        names = self.allowed_service_accounts.get(namespace, ())
+        return account == DEFAULT_ACCOUNT or ALL in names or account in names
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def account_of(pod: podspec.PodSpec) -> tuple[str, str]:
+    """``(field path, account)`` the pod runs as; the deprecated field counts only as a fallback."""
+    for key in ("serviceAccountName", "serviceAccount"):
+        name = _text(pod.spec.get(key))
+        if name:
+            return f"{pod.path}.{key}", name
+    return f"{pod.path}.serviceAccountName", DEFAULT_ACCOUNT
+
+
+def token_routes(pod: podspec.PodSpec) -> Iterator[tuple[str, str]]:
+    """``(owner, field path)`` of every volume that can give the pod a token despite no automount."""
+    for volume in podspec.volumes(pod):
+        projected = volume.spec.get("projected")
+        sources = projected.get("sources") if isinstance(projected, Mapping) else None
+        for position, source in enumerate(sources if isinstance(sources, list) else ()):
+            if isinstance(source, Mapping) and isinstance(source.get("serviceAccountToken"), Mapping):
+                yield volume.label, f"{volume.field}.projected.sources[{position}].serviceAccountToken"
+        if isinstance(volume.spec.get("csi"), Mapping):
+            yield volume.label, f"{volume.field}.csi"
+
+
+def _namespace(request: attributes.AdmissionRequest) -> str:
+    metadata = (request.object or {}).get("metadata")
+    if request.namespace or not isinstance(metadata, Mapping):
+        return request.namespace
+    return _text(metadata.get("namespace"))
+
+
+def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
+    pod = podspec.pod_spec(request)
+    if pod is None or podspec.spec_unchanged(request):
+        return
+    namespace = _namespace(request)
+    field, account = account_of(pod)
+    if settings.allows(namespace, account):
+        return
+    who = f'ServiceAccount "{namespace}/{account}"'
+    allow = f'an operator can allow-list it in {SETTING}["{namespace}"]'
+    unmounted = pod.spec.get("automountServiceAccountToken") is False
+    if unmounted and settings.allow_without_token:
+        for owner, route in token_routes(pod):
+            yield (
+                f"{owner} ({route}) can give the pod a token for {who} although "
+                f"{pod.path}.automountServiceAccountToken is false; agents may not launch workloads "
+                f'that act as accounts other than "{DEFAULT_ACCOUNT}": remove the volume, or {allow}'
+            )
+        return
+    if request.sub_resource == "ephemeralcontainers":
+        yield (
+            f"adding ephemeral containers to a pod that runs as {who} ({field}) is not allowed for "
+            "agents: they would act as that account and can mount its token; read the pod's logs "
+            f"instead, ask a human operator, or {allow}"
+        )
+        return
+    fix = ""
+    if settings.allow_without_token:
+        fix = f"set {pod.path}.automountServiceAccountToken: false if the pod needs no API access, "
+    yield (
+        f"the pod spec runs as {who} ({field}); agents may not launch workloads that act as accounts "
+        f'other than "{DEFAULT_ACCOUNT}": drop the field to use "{DEFAULT_ACCOUNT}", {fix}or {allow}'
+    )
+
+
+FAMILY = base.Family(
+    id="workload-identity",
+    summary=(
+        "Denies an agent's pod specs that run as a ServiceAccount other than default unless the "
+        "account is allow-listed or the pod gets no token."
+    ),
+    settings=Settings,
+    admission=check,
+    rules=podspec.admission_rules(),
+)
