@@ -7,9 +7,10 @@ monitoring, CI) and an agent bound to cluster-admin can relabel them; this guard
 to the agent's own writes, wherever the pod spec hides (``webhook.guards.podspec``), whatever the
 namespace says.
 
-UPDATEs are judged on the whole new object, not on what changed: changing the image or command of
-an already-privileged workload is as good as creating one, so an agent cannot edit such a workload
-at all (a human or its controller still can).
+An UPDATE that changes the pod spec (or the AppArmor annotations in the pod's metadata) is judged on
+the whole new spec: changing the image or command of an already-privileged workload is as good as
+creating one. An UPDATE that leaves both as they were (labels, ``kubectl rollout restart``) cannot make
+the pods run anything new and passes, as it does for the other pod-spec guards.
 """
 
 from __future__ import annotations
@@ -62,24 +63,26 @@ def _metadata(obj: Mapping[str, Any], pod: podspec.PodSpec) -> tuple[Mapping[str
     return (current if isinstance(current, Mapping) else {}), ".".join(path)
 
 
+def _apparmor(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, Mapping):
+        return {}
+    return {
+        k: v for k, v in annotations.items() if isinstance(k, str) and k.startswith(pss.APPARMOR_ANNOTATION)
+    }
+
+
 def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
     pod = podspec.pod_spec(request)
     if pod is None or request.object is None:
         return
     metadata, metadata_path = _metadata(request.object, pod)
+    if podspec.spec_unchanged(request) and request.old_object is not None:
+        old_pod = podspec.previous(request)
+        old_metadata = _metadata(request.old_object, old_pod)[0] if old_pod else {}
+        if _apparmor(old_metadata) == _apparmor(metadata):
+            return
     yield from pss.check(pod, metadata, metadata_path, settings.standard())
-
-
-def _rules() -> tuple[base.AdmissionRule, ...]:
-    """Every resource whose write carries a pod spec, from the same table the locator uses."""
-    by_group: dict[str, list[str]] = {}
-    for group, resource in podspec.TEMPLATE_PATHS:
-        by_group.setdefault(group, []).append(resource)
-    by_group[""].extend(f"pods/{sub}" for sub in sorted(podspec.POD_SUBRESOURCES) if sub)
-    return tuple(
-        base.AdmissionRule(api_groups=(group,), resources=tuple(resources), operations=("CREATE", "UPDATE"))
-        for group, resources in sorted(by_group.items())
-    )
 
 
 FAMILY = base.Family(
@@ -87,5 +90,5 @@ FAMILY = base.Family(
     summary="Applies the Pod Security Standards (baseline or restricted) to every pod spec an agent writes.",
     settings=Settings,
     admission=check,
-    rules=_rules(),
+    rules=podspec.admission_rules(),
 )
