@@ -166,6 +166,8 @@ def authorization_kubeconfig(
     """How the apiserver reaches ``/authorize``: the server URL and the CA (inline or a file path)."""
     if (ca_bundle is None) == (ca_file is None):
         raise ValueError("give exactly one of ca_bundle or ca_file")
+    if not url.startswith("https://"):
+        raise ValueError(f"the guard serves TLS only: the URL must start with https://, got {url}")
     cluster: dict[str, str] = {"server": url.rstrip("/") + "/authorize"}
     if ca_bundle is not None:
         cluster["certificate-authority-data"] = ca_bundle

@@ -138,6 +138,8 @@ def test_kubeconfig_can_reference_a_ca_file() -> None:
         manifests.authorization_kubeconfig("https://x", ca_bundle="QQ==", ca_file="/ca.crt")
     with pytest.raises(ValueError, match="exactly one"):
         manifests.authorization_kubeconfig("https://x")
+    with pytest.raises(ValueError, match="https://"):
+        manifests.authorization_kubeconfig("http://127.0.0.1:8443", ca_file="/ca.crt")
 
 
 def test_cli_writes_both_files_for_an_apiserver(tmp_path: Path, capsys: Any) -> None:
