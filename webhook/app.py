@@ -1,4 +1,4 @@
-"""HTTP surface: ``/validate``, ``/healthz``, ``/readyz``. Thin on purpose.
+"""HTTP surface: ``/validate``, ``/authorize``, ``/healthz``, ``/readyz``. Thin on purpose.
 
 All judging happens in ``webhook.engine``; this module reads a bounded body, hands it to
 ``webhook.review`` and writes the answer. Two error channels, never mixed: a malformed review is an
@@ -93,6 +93,22 @@ def create_app(
             )
         on_decision(decisionlog.admission_entry(admission, verdict, judge.policy.mode))
         return _json(review.admission_response(admission.uid, verdict))
+
+    @app.post("/authorize")
+    async def authorize(request: fastapi.Request) -> fastapi.Response:
+        body = await read_body(request, state.max_body)
+        try:
+            access = review.parse_access(body)
+        except review.BadReview as exc:
+            raise Problem(400, f"malformed SubjectAccessReview: {exc}") from None
+        judge = state.engine
+        try:
+            verdict = judge.authorize(access.request)
+        except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
+            log.exception("engine failed on a SubjectAccessReview for %s", access.request.user.username)
+            verdict = review.fail_closed_verdict(f"the guard failed ({type(exc).__name__})")
+        on_decision(decisionlog.access_entry(access.request, verdict, judge.policy.mode))
+        return _json(review.access_response(access.api_version, verdict))
 
     @app.get("/healthz")
     async def healthz() -> fastapi.Response:

@@ -76,6 +76,50 @@ def _manifests_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifests_authz(args: argparse.Namespace) -> int:
+    try:
+        loaded = policy.load(Path(args.rules))
+        bundle = None if args.ca_file else args.ca_bundle or certs.ca_bundle(Path(args.cert_dir))
+        files = manifests.authorization_files(
+            loaded,
+            url=args.url,
+            ca_bundle=bundle,
+            ca_file=args.ca_file,
+            kubeconfig_path=args.kubeconfig_path,
+        )
+    except policy.PolicyError as exc:
+        print(f"invalid policy:\n{exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"agent-guard manifests authz: cannot read the CA: {exc} (run agent-guard certs first, "
+            "or pass --ca-bundle or --ca-file)",
+            file=sys.stderr,
+        )
+        return 1
+    except ValueError as exc:
+        print(f"agent-guard manifests authz: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        print("---\n".join(files.values()), end="")
+        return 0
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"agent-guard manifests authz: cannot write {out}: {exc}", file=sys.stderr)
+        return 1
+    config = (out / manifests.CONFIG_FILE).resolve()
+    print(
+        f"wrote {config} and {(out / manifests.KUBECONFIG_FILE).resolve()}; start the kube-apiserver with "
+        f"--authorization-config={config} and the kubeconfig at {args.kubeconfig_path}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -128,6 +172,36 @@ def parser() -> argparse.ArgumentParser:
     webhook_config.add_argument("--service", default=certs.DEFAULT_SERVICE, help="Service name (in cluster)")
     webhook_config.add_argument("--namespace", default=certs.DEFAULT_NAMESPACE, help="Service namespace")
     webhook_config.set_defaults(func=_manifests_webhook)
+
+    authz = kinds.add_parser(
+        "authz",
+        help="the kube-apiserver AuthorizationConfiguration and the kubeconfig that reaches /authorize",
+    )
+    authz.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    authz.add_argument("--cert-dir", default="certs", help="where ca.crt is (embedded into the kubeconfig)")
+    ca = authz.add_mutually_exclusive_group()
+    ca.add_argument("--ca-bundle", help="base64 CA to embed (instead of --cert-dir)")
+    ca.add_argument(
+        "--ca-file", help="path of the CA file as the kube-apiserver sees it (referenced, not embedded)"
+    )
+    authz.add_argument(
+        "--url",
+        default=manifests.DEFAULT_AUTHZ_URL,
+        help=f"where the kube-apiserver reaches the guard; /authorize is appended (default "
+        f"{manifests.DEFAULT_AUTHZ_URL})",
+    )
+    authz.add_argument(
+        "--kubeconfig-path",
+        default=manifests.DEFAULT_KUBECONFIG_PATH,
+        help=f"absolute path where the kube-apiserver will find the kubeconfig (default "
+        f"{manifests.DEFAULT_KUBECONFIG_PATH})",
+    )
+    authz.add_argument(
+        "--out",
+        help=f"write {manifests.CONFIG_FILE} and {manifests.KUBECONFIG_FILE} into this directory "
+        "(default: both documents on stdout)",
+    )
+    authz.set_defaults(func=_manifests_authz)
 
     lint = sub.add_parser("policy", help="validate the policy and print each guard's effective mode")
     lint.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")

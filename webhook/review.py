@@ -1,4 +1,5 @@
-"""Wire envelopes in and out: ``AdmissionReview`` (admission.k8s.io/v1).
+"""Wire envelopes in and out: ``AdmissionReview`` (admission.k8s.io/v1) and ``SubjectAccessReview``
+(authorization.k8s.io/v1 and v1beta1).
 
 The body is parsed exactly once (pydantic-core's JSON parser) into a small envelope model; the
 Kubernetes objects inside stay plain dicts and are handed to the guards untouched. Anything that is
@@ -8,6 +9,7 @@ into HTTP 400 - a policy violation, by contrast, is a normal 200 response with `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -157,3 +159,131 @@ def fail_closed_response(uid: str, reason: str) -> dict[str, Any]:
             "auditAnnotations": {"decision": "deny", "guards": "internal-error"},
         },
     }
+
+
+# --- SubjectAccessReview (the authorization webhook) -------------------------------------------
+
+AUTHORIZATION_V1 = "authorization.k8s.io/v1"
+AUTHORIZATION_V1BETA1 = "authorization.k8s.io/v1beta1"
+# The name of the groups field in each version (k8s.io/api/authorization/*/types.go): v1beta1 kept
+# the historical JSON name ``group`` for a list of groups.
+_GROUPS_FIELD = {AUTHORIZATION_V1: "groups", AUTHORIZATION_V1BETA1: "group"}
+
+
+class _ResourceAttributes(_Envelope):
+    namespace: str = ""
+    verb: str = pydantic.Field(min_length=1)
+    group: str = ""
+    version: str = ""
+    resource: str = pydantic.Field(min_length=1)
+    subresource: str = ""
+    name: str = ""
+
+
+class _NonResourceAttributes(_Envelope):
+    path: str = pydantic.Field(min_length=1)
+    verb: str = pydantic.Field(min_length=1)
+
+
+class _AccessSpec(_Envelope):
+    resource_attributes: _ResourceAttributes | None = None
+    non_resource_attributes: _NonResourceAttributes | None = None
+    user: str = ""
+    uid: str = ""
+    groups: list[str] | None = None  # authorization.k8s.io/v1
+    group: list[str] | None = None  # authorization.k8s.io/v1beta1
+    extra: dict[str, list[str] | None] | None = None  # Go marshals a nil ExtraValue as null
+
+
+class _SubjectAccessReview(_Envelope):
+    api_version: Literal["authorization.k8s.io/v1", "authorization.k8s.io/v1beta1"]
+    kind: Literal["SubjectAccessReview"]
+    spec: _AccessSpec
+
+
+@dataclass(frozen=True, slots=True)
+class AccessReview:
+    """A parsed SubjectAccessReview: the request to judge and the version to answer in."""
+
+    api_version: str
+    request: attributes.AccessRequest
+
+
+def parse_access(body: bytes) -> AccessReview:
+    """Bytes of a SubjectAccessReview (v1 or v1beta1) -> what the engine judges; BadReview if malformed.
+
+    The groups field is read under the name its version gives it, and the other version's name is an
+    error rather than silently ignored: dropping an agent's groups would let a group-matched agent
+    through, while a 400 makes the apiserver apply ``failurePolicy: Deny``.
+    """
+    if not body:
+        raise BadReview(
+            "empty body: expected a SubjectAccessReview (authorization.k8s.io/v1 or v1beta1) JSON object"
+        )
+    try:
+        review = _SubjectAccessReview.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        raise BadReview(describe(exc)) from None
+    spec = review.spec
+    groups_field = _GROUPS_FIELD[review.api_version]
+    for name, value in (("groups", spec.groups), ("group", spec.group)):
+        if value is not None and name != groups_field:
+            raise BadReview(
+                f"spec.{name}: not a field of {review.api_version}, which names the list of groups "
+                f"spec.{groups_field}"
+            )
+    resource, non_resource = spec.resource_attributes, spec.non_resource_attributes
+    one_of = "exactly one of resourceAttributes and nonResourceAttributes must be set"
+    if resource is not None and non_resource is not None:
+        raise BadReview(f"spec: {one_of}, got both")
+    user = attributes.UserInfo(
+        username=spec.user,
+        groups=tuple(spec.groups or spec.group or ()),
+        uid=spec.uid,
+        extra={key: tuple(values or ()) for key, values in (spec.extra or {}).items()},
+    )
+    if resource is not None:
+        request = attributes.AccessRequest(
+            user=user,
+            verb=resource.verb,
+            group=resource.group,
+            version=resource.version,
+            resource=resource.resource,
+            sub_resource=resource.subresource,
+            namespace=resource.namespace,
+            name=resource.name,
+        )
+    elif non_resource is not None:
+        request = attributes.AccessRequest(user=user, verb=non_resource.verb, path=non_resource.path)
+    else:
+        raise BadReview(f"spec: {one_of}, got neither")
+    return AccessReview(api_version=review.api_version, request=request)
+
+
+def access_response(api_version: str, verdict: engine.Verdict) -> dict[str, Any]:
+    """The SubjectAccessReview answer: ``denied`` for enforced findings, otherwise "no opinion".
+
+    ``allowed`` is always false: the guard only ever subtracts, RBAC (next in the chain) grants.
+    ``allowed: false, denied: false`` lets the apiserver ask the next authorizer. Findings of guards
+    that crashed are also named in ``evaluationError`` (informational; the apiserver only acts on
+    ``allowed``/``denied``/``reason``).
+    """
+    status: dict[str, Any] = {"allowed": False, "denied": bool(verdict.denials)}
+    if verdict.denials:
+        status["reason"] = "; ".join(f.message for f in verdict.denials)
+    failed = [f.guard for f in verdict.findings if f.error]
+    if failed:
+        status["evaluationError"] = (
+            f"guard {', '.join(dict.fromkeys(failed))} failed on this request; see the guard's log"
+        )
+    return {"apiVersion": api_version, "kind": "SubjectAccessReview", "status": status}
+
+
+def fail_closed_verdict(reason: str) -> engine.Verdict:
+    """The verdict when the engine itself failed: deny, whatever the mode (only agents reach us)."""
+    message = (
+        f"[internal-error] {reason}; agent requests fail closed, ask an operator to read the guard's log"
+    )
+    return engine.Verdict(
+        agent=True, findings=(engine.Finding("internal-error", message, "enforce", error=True),)
+    )
