@@ -29,7 +29,7 @@ def _request_fixtures() -> list[Path]:
 
 
 def _rules_with(tmp_path: Path, overrides: dict[str, Any] | None) -> Path:
-    """The shipped rules, with a fixture's ``settings`` applied to the file that holds each guard."""
+    """The shipped rules, with a fixture's ``settings`` in place of each guard's section."""
     if not overrides:
         return reviews.RULES
     target = tmp_path / "rules"
@@ -38,9 +38,9 @@ def _rules_with(tmp_path: Path, overrides: dict[str, Any] | None) -> Path:
     for source in sorted(reviews.RULES.glob("*.y*ml")):
         docs = list(yaml.safe_load_all(source.read_text()))
         for doc in docs:
-            for guard_id, settings in (doc or {}).get("guards", {}).items():
-                if guard_id in pending:
-                    doc["guards"][guard_id] = {**(settings or {}), **pending.pop(guard_id)}
+            for guard_id in list((doc or {}).get("guards") or {}):
+                if guard_id in pending:  # replaced, not merged: as tests/unit/test_fixtures.py does
+                    doc["guards"][guard_id] = pending.pop(guard_id)
         (target / source.name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
     if pending:
         (target / "zz-fixture.yaml").write_text(HEADER + yaml.safe_dump({"guards": pending}))
@@ -205,9 +205,7 @@ def test_text_output_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
     assert f"WOULD-DENY  Namespace prod  DELETE  ({path})" in out
     assert '[namespace-delete] deleting namespace "prod"' in out and "(dry-run: allowed with a warning" in out
-    assert out.rstrip().endswith(
-        "1 object(s): 0 denied, 1 would be denied once enforced (dry-run today), 0 allowed"
-    )
+    assert out.rstrip().endswith("1 object(s): 0 denied, 1 would be denied (guards in dry-run), 0 allowed")
 
 
 def test_directory_json_review_and_stdin(

@@ -145,7 +145,9 @@ def user_info(raw: Mapping[str, Any]) -> attributes.UserInfo:
         username=str(raw.get("username", "")),
         groups=tuple(raw.get("groups") or ()),
         uid=str(raw.get("uid", "")),
-        extra={str(k): tuple(v) for k, v in extra.items()} if isinstance(extra, dict) else {},
+        extra={str(k): tuple(map(str, v)) if isinstance(v, list) else (str(v),) for k, v in extra.items()}
+        if isinstance(extra, dict)
+        else {},
     )
 
 
@@ -318,8 +320,18 @@ def rbac_checks(
             )
 
 
+def where(namespace: str, name: str) -> str:
+    """``ns/name``, ``name`` or ``ns``; a Namespace (whose namespace is its own name) shows once."""
+    if namespace == name:
+        return name
+    return "/".join(p for p in (namespace, name) if p)
+
+
+def describe(verb: str, resource_path: str, namespace: str, name: str) -> str:
+    return " ".join(p for p in (verb, resource_path, where(namespace, name)) if p)
+
+
 def describe_access(request: attributes.AccessRequest) -> str:
     if not request.is_resource_request:
         return f"{request.verb} {request.path}"
-    where = "/".join(p for p in (request.namespace, request.name) if p)
-    return f"{request.verb} {request.resource_path}" + (f" {where}" if where else "")
+    return describe(request.verb, request.resource_path, request.namespace, request.name)

@@ -273,7 +273,7 @@ def summary_line(results: Sequence[tuple[Item, engine.Verdict]]) -> str:
     exempted = counts["exempted"]
     return (
         f"{len(results)} object(s): {counts['deny']} denied, {counts['would-deny']} would be denied "
-        f"once enforced (dry-run today), {counts['allow']} allowed"
+        f"(guards in dry-run), {counts['allow']} allowed"
         + (f" ({exempted} only thanks to an exemption)" if exempted else "")
     )
 

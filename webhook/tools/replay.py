@@ -80,8 +80,8 @@ def judge_event(judge: engine.Engine, source: str, event: Mapping[str, Any]) -> 
     code = status.get("code") if isinstance(status, dict) and isinstance(status.get("code"), int) else None
     access = audit.access_request(event, ref, user)
     if ref is not None:
-        where = "/".join(str(ref[k]) for k in ("namespace", "name") if ref.get(k))
-        target = "/".join(str(ref[k]) for k in ("resource", "subresource") if ref.get(k)) + f" {where}"
+        resource = "/".join(str(ref[k]) for k in ("resource", "subresource") if ref.get(k))
+        target = audit.describe("", resource, str(ref.get("namespace", "")), str(ref.get("name", "")))
     else:
         target = access.path
     judged = Judged(
@@ -90,7 +90,7 @@ def judge_event(judge: engine.Engine, source: str, event: Mapping[str, Any]) -> 
         source=source,
         user=user.username + (f" (as {caller.username})" if user is not caller else ""),
         verb=str(event["verb"]),
-        target=target.strip(),
+        target=target,
         code=code,
     )
     if isinstance(impersonated, dict):
@@ -101,10 +101,10 @@ def judge_event(judge: engine.Engine, source: str, event: Mapping[str, Any]) -> 
     if ref is not None:
         admission = audit.admission_request(event, ref, user, judged.partial)
         if admission is not None:
-            what = f"{admission.operation} {admission.resource_path} " + "/".join(
-                p for p in (admission.namespace, admission.name) if p
+            what = audit.describe(
+                admission.operation, admission.resource_path, admission.namespace, admission.name
             )
-            judged.checks.append(Check("validate", what.strip(), judge.admit(admission)))
+            judged.checks.append(Check("validate", what, judge.admit(admission)))
         for derived in audit.rbac_checks(event, ref, user):
             what = f"{audit.describe_access(derived)} (derived: RBAC asks this on role/binding writes)"
             judged.checks.append(Check("authorize", what, judge.authorize(derived)))

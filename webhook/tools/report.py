@@ -38,8 +38,11 @@ class Tally:
     def add(self, decision: str, time: str, at: datetime.datetime | None) -> None:
         if decision == "deny":
             self.deny += 1
-        else:
+        elif decision == "would-deny":
             self.would_deny += 1
+        self.seen(time, at)
+
+    def seen(self, time: str, at: datetime.datetime | None) -> None:
         if at is not None:
             if self._first_at is None or at < self._first_at:
                 self._first_at, self.first = at, time
@@ -62,7 +65,7 @@ class Summary:
     skipped_not_json: int = 0
     skipped_not_decision: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
-    overall: Tally = field(default_factory=Tally)
+    span: Tally = field(default_factory=Tally)  # first/last time of any decision
     by_guard: dict[str, Tally] = field(default_factory=dict)
     by_agent: dict[str, Tally] = field(default_factory=dict)
     by_namespace: dict[str, Tally] = field(default_factory=dict)
@@ -94,6 +97,8 @@ def _is_decision(value: Any) -> bool:
 def add(summary: Summary, entry: Mapping[str, Any]) -> None:
     decision = str(entry["decision"])
     summary.decisions[decision] += 1
+    time, at = _time(entry)
+    summary.span.seen(time, at)
     for item in entry.get("exempted") or ():
         if isinstance(item, dict):
             ref = str(item.get("ref", "?"))
@@ -106,8 +111,6 @@ def add(summary: Summary, entry: Mapping[str, Any]) -> None:
             summary.expired[str(item.get("ref", "?"))] += 1
     if decision not in DENIALS:
         return
-    time, at = _time(entry)
-    summary.overall.add(decision, time, at)
     summary.by_endpoint[str(entry.get("endpoint", "?"))] += 1
     guards = [str(g) for g in entry.get("guards") or ()] or ["(none recorded)"]
     for guard in guards:
@@ -183,7 +186,7 @@ def tables(summary: Summary, top: int) -> list[Table]:
 
 
 def _header(summary: Summary) -> str:
-    span = f", {summary.overall.first} .. {summary.overall.last}" if summary.overall.first else ""
+    span = f", {summary.span.first} .. {summary.span.last}" if summary.span.first else ""
     skipped = summary.skipped_not_json + summary.skipped_not_decision
     return (
         f"{summary.entries} decision(s) from {len(summary.files)} file(s){span}; "
@@ -241,8 +244,8 @@ def as_json(summary: Summary, top: int) -> dict[str, Any]:
         "lines": summary.lines,
         "skipped": {"notJson": summary.skipped_not_json, "notDecision": summary.skipped_not_decision},
         "decisions": {d: summary.decisions.get(d, 0) for d in ("deny", "would-deny", "allow")},
-        "firstSeen": summary.overall.first,
-        "lastSeen": summary.overall.last,
+        "firstSeen": summary.span.first,
+        "lastSeen": summary.span.last,
         "byEndpoint": dict(summary.by_endpoint),
         "byGuard": tallies(summary.by_guard),
         "byAgent": tallies(summary.by_agent),

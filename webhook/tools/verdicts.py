@@ -41,9 +41,8 @@ def as_text(verdict: engine.Verdict, indent: str = "    ") -> list[str]:
         suffix = "  (dry-run: allowed with a warning today)" if finding.mode == "dry-run" else ""
         out.append(f"{indent}{finding.message}{suffix}")
     for item in verdict.exempted:
-        out.append(
-            f"{indent}exempted by {item.exemption.ref} ({item.exemption.reason}): {item.finding.message}"
-        )
+        out.append(f"{indent}exempted: {item.finding.message}")
+        out.append(f"{indent}  by {item.exemption.ref}: {item.exemption.reason}")
     for lapsed in verdict.expired:
         expiry = lapsed.expires.isoformat() if lapsed.expires else "?"
         out.append(f"{indent}note: exemption {lapsed.ref} matches but expired on {expiry}")
