@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from webhook import app, certs, decisionlog, manifests, policy, server
+from webhook import app, certs, decisionlog, engine, manifests, policy, server
+from webhook.tools import check, replay, report
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -55,6 +57,11 @@ def _check_policy(args: argparse.Namespace) -> int:
         return 1
     for guard_id in loaded.guards:
         print(f"{guard_id}: {loaded.mode_of(guard_id)}")
+    status = engine.Engine(loaded).exemption_status()
+    if status:
+        print("exemptions:")
+    for level, line in status:
+        print(f"  {'WARNING ' if level == 'warning' else ''}{line}")
     return 0
 
 
@@ -206,10 +213,24 @@ def parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("policy", help="validate the policy and print each guard's effective mode")
     lint.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
     lint.set_defaults(func=_check_policy)
+
+    tools = [
+        (check, "check", "judge manifests or AdmissionReviews offline, as an agent (exit 1: would deny)"),
+        (replay, "replay", "replay a Kubernetes audit log through the policy: what would have been denied"),
+        (report, "report", "summarize decision logs: denials by guard, agent, namespace, message"),
+    ]
+    for module, name, summary in tools:
+        command = sub.add_parser(name, help=summary, description=summary)
+        module.add_arguments(command)
+        command.set_defaults(func=module.run)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:  # `agent-guard report log | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code

@@ -32,7 +32,7 @@ def effective_mode(verdict: engine.Verdict, global_mode: str) -> str:
 
 
 def _entry(verdict: engine.Verdict, global_mode: str, **coordinates: Any) -> dict[str, Any]:
-    return {
+    entry = {
         "time": _now(),
         **coordinates,
         "agent": verdict.agent,
@@ -42,6 +42,14 @@ def _entry(verdict: engine.Verdict, global_mode: str, **coordinates: Any) -> dic
         "allowed": verdict.allowed,
         "messages": [f.message for f in verdict.findings],
     }
+    # Only present when used, so the common line stays short; ``agent-guard report`` counts both.
+    if verdict.exempted:
+        entry["exempted"] = [
+            {**item.exemption.as_log(), "message": item.finding.message} for item in verdict.exempted
+        ]
+    if verdict.expired:
+        entry["expiredExemptions"] = [item.as_log() for item in verdict.expired]
+    return entry
 
 
 def admission_entry(

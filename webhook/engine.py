@@ -3,17 +3,21 @@
 The engine is built once per policy (identity matcher compiled, modes resolved, ``off`` families
 dropped) so that a review is a few dictionary lookups plus the guards themselves. It owns the
 cross-cutting rules so guards cannot get them wrong: the ``[guard-id]`` prefix, dry-run versus
-enforce, and failing closed when a guard crashes on an agent's request.
+enforce, failing closed when a guard crashes on an agent's request, and the policy's exemptions
+(a guard's findings on an exempted request are dropped from the decision but kept in
+``Verdict.exempted``, so audits still see what was let through and why). Time enters only through
+the injected ``today`` clock, so expiry is testable and evaluation stays a pure function of its inputs.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from webhook import attributes, guards, identity, policy
+from webhook import attributes, exemptions, guards, identity, policy
 from webhook.guards import base
 
 log = logging.getLogger("agent-guard.engine")
@@ -32,9 +36,19 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class Exempted:
+    """A finding an exemption let through: not part of the decision, but logged and reported."""
+
+    finding: Finding
+    exemption: exemptions.Exemption
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     agent: bool
     findings: tuple[Finding, ...] = ()
+    exempted: tuple[Exempted, ...] = ()
+    expired: tuple[exemptions.Exemption, ...] = ()  # matched the request but lapsed: findings stand
 
     @property
     def allowed(self) -> bool:
@@ -63,6 +77,10 @@ NOT_AGENT = Verdict(agent=False)
 AGENT_CLEAN = Verdict(agent=True)
 
 
+def utc_today() -> datetime.date:
+    return datetime.datetime.now(datetime.UTC).date()
+
+
 @dataclass(frozen=True, slots=True)
 class _Active:
     family: base.Family[Any]
@@ -73,8 +91,10 @@ class _Active:
 class Engine:
     """A policy compiled for evaluation. Immutable; a policy reload builds a new Engine."""
 
-    def __init__(self, compiled: policy.Policy) -> None:
+    def __init__(self, compiled: policy.Policy, today: Callable[[], datetime.date] = utc_today) -> None:
         self.policy = compiled
+        self.today = today
+        self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
         self.context = base.Context(is_agent=self.is_agent, guard_namespace=compiled.guard_namespace)
         families = guards.by_id()
@@ -85,6 +105,17 @@ class Engine:
                 active.append(_Active(families[guard_id], settings, mode))
         self._admission = tuple((a, a.family.admission) for a in active if a.family.admission is not None)
         self._access = tuple((a, a.family.access) for a in active if a.family.access is not None)
+
+    def exemption_status(self) -> list[tuple[str, str]]:
+        """``(level, line)`` per exemption: active, expired or naming a non-agent (for logs and CLI)."""
+        selector = self.policy.agents
+        return exemptions.status_lines(
+            self.policy.exemptions,
+            self.today(),
+            self.is_agent,
+            by_group=bool(selector.groups),
+            by_extra=bool(selector.extra),
+        )
 
     def admit(self, request: attributes.AdmissionRequest) -> Verdict:
         """Judge an admission request (CREATE/UPDATE/DELETE/CONNECT)."""
@@ -120,4 +151,30 @@ class Engine:
                 )
                 continue
             findings.extend(Finding(guard_id, f"[{guard_id}] {m}", active.mode) for m in messages)
-        return Verdict(agent=True, findings=tuple(findings)) if findings else AGENT_CLEAN
+        if not findings:
+            return AGENT_CLEAN
+        if self.exemptions:
+            return self._exempt(request, findings)
+        return Verdict(agent=True, findings=tuple(findings))
+
+    def _exempt(self, request: R, findings: list[Finding]) -> Verdict:
+        """Move the findings of exempted guards aside; note lapsed exemptions that would have applied."""
+        namespace, name = exemptions.scope(request)
+        today = self.today()
+        matches: dict[str, exemptions.Match] = {}
+        kept: list[Finding] = []
+        exempted: list[Exempted] = []
+        expired: dict[str, exemptions.Exemption] = {}
+        for finding in findings:
+            match = matches.get(finding.guard)
+            if match is None:
+                match = self.exemptions.lookup(finding.guard, request.user.username, namespace, name, today)
+                matches[finding.guard] = match
+            if match.active is not None:
+                exempted.append(Exempted(finding, match.active))
+                continue
+            kept.append(finding)
+            expired.update((item.ref, item) for item in match.expired)
+        return Verdict(
+            agent=True, findings=tuple(kept), exempted=tuple(exempted), expired=tuple(expired.values())
+        )

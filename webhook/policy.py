@@ -17,7 +17,7 @@ import pydantic
 import yaml
 from pydantic import alias_generators
 
-from webhook import guards
+from webhook import exemptions, guards
 from webhook.guards import base
 
 GlobalMode = Literal["enforce", "dry-run"]
@@ -47,6 +47,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        # PyYAML raises a bare ValueError for 2026-13-01; make it a YAML error that names the line.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"invalid date {node.value!r} ({exc})", node.start_mark
+            ) from exc
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_yaml_timestamp)
 
 
 class _Model(pydantic.BaseModel):
@@ -99,6 +111,8 @@ class _Document(_Model):
     guard_namespace: str | None = None
     agents: AgentSelector | None = None
     guards: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
+    # Named apart from the ``exemptions`` module, which pydantic must resolve in this class body.
+    exemption_specs: tuple[exemptions.Spec, ...] = pydantic.Field(default=(), alias="exemptions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +125,7 @@ class Policy:
     guard_namespace: str = DEFAULT_GUARD_NAMESPACE
     sources: tuple[str, ...] = ()
     forced: bool = False  # mode came from the command line and overrides per-guard modes
+    exemptions: tuple[exemptions.Exemption, ...] = ()  # from every file, in file order
 
     def mode_of(self, guard_id: str) -> base.Mode:
         """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
@@ -190,6 +205,8 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
     seen: dict[str, str] = {}
     merged: dict[str, Any] = {}
     raw_guards: dict[str, tuple[str, dict[str, Any]]] = {}
+    granted: list[exemptions.Exemption] = []
+    known = guards.by_id()
     for source, document in parsed:
         for section in ("mode", "guard_namespace", "agents"):
             value = getattr(document, section)
@@ -204,8 +221,16 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
             if guard_id in raw_guards:
                 problems.append(f"{source}: guards.{guard_id}: already set in {raw_guards[guard_id][0]}")
             raw_guards[guard_id] = (source, settings if settings is not None else {})
+        # Exemptions are the one list that may be split across files (e.g. one file per team).
+        for index, spec in enumerate(document.exemption_specs):
+            if spec.guard not in known:
+                problems.append(
+                    f"{source}: exemptions.{index}.guard: unknown guard id {spec.guard!r} "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+                continue
+            granted.append(exemptions.Exemption.from_spec(spec, f"{Path(source).name}#exemptions[{index}]"))
 
-    known = guards.by_id()
     settings_by_id: dict[str, base.GuardSettings] = {}
     for guard_id, (source, raw) in raw_guards.items():
         family = known.get(guard_id)
@@ -233,5 +258,6 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
         guards=settings_by_id,
         guard_namespace=merged.get("guard_namespace", DEFAULT_GUARD_NAMESPACE),
         sources=tuple(dict.fromkeys(source for source, _ in parsed)),
+        exemptions=tuple(granted),
     )
     return loaded.with_mode(mode) if mode else loaded

@@ -143,7 +143,10 @@ def admission_response(uid: str, verdict: engine.Verdict) -> dict[str, Any]:
     if verdict.warnings:
         response["warnings"] = [warning_text(f) for f in verdict.warnings]
     if verdict.agent:
-        response["auditAnnotations"] = {"decision": verdict.decision, "guards": ",".join(verdict.guards)}
+        annotations = {"decision": verdict.decision, "guards": ",".join(verdict.guards)}
+        if verdict.exempted:  # the audit log must show what an exemption let through
+            annotations["exempted"] = ",".join(dict.fromkeys(e.exemption.ref for e in verdict.exempted))
+        response["auditAnnotations"] = annotations
     return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
 
 

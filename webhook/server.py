@@ -63,9 +63,12 @@ def prepare_certs(cert_dir: Path) -> certs.Paths:
 
 def load_engine(settings: Settings) -> engine.Engine:
     try:
-        return engine.Engine(policy.load(settings.rules, settings.mode))
+        judge = engine.Engine(policy.load(settings.rules, settings.mode))
     except policy.PolicyError as exc:
         raise ServeError(f"invalid policy:\n{exc}") from exc
+    for level, line in judge.exemption_status():
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
+    return judge
 
 
 def uvicorn_server(asgi_app: Any, settings: Settings) -> uvicorn.Server:

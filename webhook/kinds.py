@@ -1,0 +1,189 @@
+"""Kind <-> resource for built-in Kubernetes types, for tools that work without a cluster.
+
+A manifest names ``apiVersion`` + ``kind``; an AdmissionRequest (and an audit event's ``objectRef``)
+names group/version/*resource*. The apiserver maps one to the other with its discovery data;
+``agent-guard check`` and ``replay`` have no apiserver, so they use this table of the built-in types
+an agent is likely to write. Anything else (CRDs) gets the usual lowercase plural with a note saying
+it was guessed, because a wrong resource name would silently skip the guards that match on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NAMESPACES = "namespaces"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    group: str
+    kind: str
+    resource: str
+    namespaced: bool
+    preferred_version: str
+
+
+def _k(group: str, version: str, namespaced: bool, *pairs: tuple[str, str]) -> list[Kind]:
+    return [Kind(group, kind, resource, namespaced, version) for kind, resource in pairs]
+
+
+_TABLE: list[Kind] = [
+    *_k(
+        "",
+        "v1",
+        True,
+        ("Pod", "pods"),
+        ("Service", "services"),
+        ("ConfigMap", "configmaps"),
+        ("Secret", "secrets"),
+        ("ServiceAccount", "serviceaccounts"),
+        ("PersistentVolumeClaim", "persistentvolumeclaims"),
+        ("ReplicationController", "replicationcontrollers"),
+        ("PodTemplate", "podtemplates"),
+        ("Endpoints", "endpoints"),
+        ("Event", "events"),
+        ("LimitRange", "limitranges"),
+        ("ResourceQuota", "resourcequotas"),
+        ("Binding", "bindings"),
+    ),
+    *_k(
+        "",
+        "v1",
+        False,
+        ("Namespace", "namespaces"),
+        ("Node", "nodes"),
+        ("PersistentVolume", "persistentvolumes"),
+        ("ComponentStatus", "componentstatuses"),
+    ),
+    *_k(
+        "apps",
+        "v1",
+        True,
+        ("Deployment", "deployments"),
+        ("ReplicaSet", "replicasets"),
+        ("StatefulSet", "statefulsets"),
+        ("DaemonSet", "daemonsets"),
+        ("ControllerRevision", "controllerrevisions"),
+    ),
+    *_k("batch", "v1", True, ("Job", "jobs"), ("CronJob", "cronjobs")),
+    *_k("rbac.authorization.k8s.io", "v1", True, ("Role", "roles"), ("RoleBinding", "rolebindings")),
+    *_k(
+        "rbac.authorization.k8s.io",
+        "v1",
+        False,
+        ("ClusterRole", "clusterroles"),
+        ("ClusterRoleBinding", "clusterrolebindings"),
+    ),
+    *_k("certificates.k8s.io", "v1", False, ("CertificateSigningRequest", "certificatesigningrequests")),
+    *_k(
+        "admissionregistration.k8s.io",
+        "v1",
+        False,
+        ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"),
+        ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations"),
+        ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+        ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings"),
+    ),
+    *_k("networking.k8s.io", "v1", True, ("Ingress", "ingresses"), ("NetworkPolicy", "networkpolicies")),
+    *_k("networking.k8s.io", "v1", False, ("IngressClass", "ingressclasses")),
+    *_k("policy", "v1", True, ("PodDisruptionBudget", "poddisruptionbudgets")),
+    *_k("autoscaling", "v2", True, ("HorizontalPodAutoscaler", "horizontalpodautoscalers")),
+    *_k("coordination.k8s.io", "v1", True, ("Lease", "leases")),
+    *_k("discovery.k8s.io", "v1", True, ("EndpointSlice", "endpointslices")),
+    *_k(
+        "storage.k8s.io",
+        "v1",
+        False,
+        ("StorageClass", "storageclasses"),
+        ("CSIDriver", "csidrivers"),
+        ("CSINode", "csinodes"),
+        ("VolumeAttachment", "volumeattachments"),
+    ),
+    *_k("scheduling.k8s.io", "v1", False, ("PriorityClass", "priorityclasses")),
+    *_k("node.k8s.io", "v1", False, ("RuntimeClass", "runtimeclasses")),
+    *_k("apiextensions.k8s.io", "v1", False, ("CustomResourceDefinition", "customresourcedefinitions")),
+    *_k("apiregistration.k8s.io", "v1", False, ("APIService", "apiservices")),
+    *_k("authentication.k8s.io", "v1", False, ("TokenReview", "tokenreviews")),
+    *_k(
+        "authorization.k8s.io",
+        "v1",
+        False,
+        ("SubjectAccessReview", "subjectaccessreviews"),
+        ("SelfSubjectAccessReview", "selfsubjectaccessreviews"),
+        ("SelfSubjectRulesReview", "selfsubjectrulesreviews"),
+    ),
+    *_k("authorization.k8s.io", "v1", True, ("LocalSubjectAccessReview", "localsubjectaccessreviews")),
+]
+
+_BY_KIND = {(k.group, k.kind): k for k in _TABLE}
+_BY_RESOURCE = {(k.group, k.resource): k for k in _TABLE}
+
+# Subresources whose request body is not the parent kind (the ``kind`` of such an AdmissionRequest).
+SUBRESOURCE_KINDS = {
+    ("", "pods", "exec"): "PodExecOptions",
+    ("", "pods", "attach"): "PodAttachOptions",
+    ("", "pods", "portforward"): "PodPortForwardOptions",
+    ("", "pods", "proxy"): "PodProxyOptions",
+    ("", "nodes", "proxy"): "NodeProxyOptions",
+    ("", "services", "proxy"): "ServiceProxyOptions",
+    ("", "pods", "eviction"): "Eviction",
+    ("", "pods", "binding"): "Binding",
+    ("", "serviceaccounts", "token"): "TokenRequest",
+}
+# The subresources the apiserver sends to admission as CONNECT (their body is connect options).
+CONNECT_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """``apps/v1`` -> ``("apps", "v1")``; ``v1`` -> ``("", "v1")``."""
+    group, slash, version = api_version.rpartition("/")
+    return (group, version) if slash else ("", api_version)
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    if lower.endswith(("s", "x", "z", "ch", "sh")):
+        return lower + "es"
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return lower[:-1] + "ies"
+    return lower + "s"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    group: str
+    version: str
+    resource: str
+    namespaced: bool | None  # None: unknown kind, scope unknown
+    note: str = ""
+
+
+def resolve(api_version: str, kind: str) -> Resolved:
+    """The resource a manifest's ``apiVersion``/``kind`` is served as (guessed, with a note, if unknown)."""
+    group, version = split_api_version(api_version)
+    known = _BY_KIND.get((group, kind))
+    if known is not None:
+        return Resolved(group, version, known.resource, known.namespaced)
+    guess = _plural(kind)
+    return Resolved(
+        group,
+        version,
+        guess,
+        None,
+        note=f"{kind} ({api_version}) is not a built-in kind; assumed resource {guess!r}",
+    )
+
+
+def kind_of(group: str, resource: str, sub_resource: str = "") -> str:
+    """The kind of the body sent for ``group/resource[/sub]``, or "" when not a built-in."""
+    if sub_resource:
+        special = SUBRESOURCE_KINDS.get((group, resource, sub_resource))
+        if special is not None:
+            return special
+    known = _BY_RESOURCE.get((group, resource))
+    return known.kind if known is not None else ""
+
+
+def is_namespaced(group: str, resource: str) -> bool | None:
+    known = _BY_RESOURCE.get((group, resource))
+    return known.namespaced if known is not None else None
