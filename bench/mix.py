@@ -59,27 +59,19 @@ def inflate(obj: dict[str, Any] | None, rng: random.Random) -> dict[str, Any] | 
     return obj
 
 
-def _fixture_requests() -> list[dict[str, Any]]:
+def _fixtures(key: str) -> list[dict[str, Any]]:
+    """The ``request`` (admission) or ``access`` (authorization) part of every plain fixture."""
     found = []
     for path in sorted(reviews.FIXTURES.glob("*/*.yaml")):
         data = yaml.safe_load(path.read_text())
-        if isinstance(data, dict) and "request" in data and not data.get("settings"):
-            found.append(data["request"])
-    return found
-
-
-def _fixture_access() -> list[dict[str, Any]]:
-    found = []
-    for path in sorted(reviews.FIXTURES.glob("*/*.yaml")):
-        data = yaml.safe_load(path.read_text())
-        if isinstance(data, dict) and "access" in data and not data.get("settings"):
-            found.append(data["access"])
+        if isinstance(data, dict) and key in data and not data.get("settings"):
+            found.append(data[key])
     return found
 
 
 def admission_bodies(count: int = 400, seed: int = 7) -> list[bytes]:
     rng = random.Random(seed)
-    requests = _fixture_requests()
+    requests = _fixtures("request")
     bodies = []
     for i in range(count):
         request = copy.deepcopy(requests[i % len(requests)])
@@ -102,7 +94,7 @@ SAR_DEFAULTS: list[dict[str, Any]] = [
 
 def access_bodies(count: int = 400, seed: int = 11) -> list[bytes]:
     rng = random.Random(seed)
-    specs = _fixture_access() or SAR_DEFAULTS
+    specs = _fixtures("access") or SAR_DEFAULTS
     bodies = []
     for i in range(count):
         spec = specs[i % len(specs)]

@@ -42,14 +42,20 @@ def _entry(verdict: engine.Verdict, global_mode: str, **coordinates: Any) -> dic
         "allowed": verdict.allowed,
         "messages": [f.message for f in verdict.findings],
     }
-    # Only present when used, so the common line stays short; ``agent-guard report`` counts both.
+    entry.update(exemption_fields(verdict))
+    return entry
+
+
+def exemption_fields(verdict: engine.Verdict) -> dict[str, Any]:
+    """``exempted`` / ``expiredExemptions``, only when present so the common line stays short."""
+    fields: dict[str, Any] = {}
     if verdict.exempted:
-        entry["exempted"] = [
+        fields["exempted"] = [
             {**item.exemption.as_log(), "message": item.finding.message} for item in verdict.exempted
         ]
     if verdict.expired:
-        entry["expiredExemptions"] = [item.as_log() for item in verdict.expired]
-    return entry
+        fields["expiredExemptions"] = [item.as_log() for item in verdict.expired]
+    return fields
 
 
 def admission_entry(

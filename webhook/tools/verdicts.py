@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook import engine
+from webhook import decisionlog, engine
 
 LABELS = {"deny": "DENY", "would-deny": "WOULD-DENY", "allow": "ALLOW"}
 EXIT_CLEAN, EXIT_WOULD_DENY, EXIT_BAD_INPUT = 0, 1, 2
@@ -24,13 +24,8 @@ def as_json(verdict: engine.Verdict) -> dict[str, Any]:
         "agent": verdict.agent,
         "decision": verdict.decision,
         "findings": [{"guard": f.guard, "mode": f.mode, "message": f.message} for f in verdict.findings],
+        **decisionlog.exemption_fields(verdict),
     }
-    if verdict.exempted:
-        out["exempted"] = [
-            {**item.exemption.as_log(), "message": item.finding.message} for item in verdict.exempted
-        ]
-    if verdict.expired:
-        out["expiredExemptions"] = [item.as_log() for item in verdict.expired]
     return out
 
 
