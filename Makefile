@@ -5,8 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+KUBECTL ?= kubectl
+DOCKER ?= docker
+KIND ?= kind
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= agent-guard:$(VERSION)
+OVERLAY ?= enforce
+NAMESPACE := agent-guard-system
+DEPLOY_CERTS := manifests/components/tls-secret/certs
 
-.PHONY: install run test unit e2e lint certs bench clean
+.PHONY: install run test unit e2e lint certs bench clean manifests deploy-certs deploy image e2e-kind
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -39,6 +47,23 @@ bench: $(STAMP) ## webhook vs a no-op floor in the same run (needs Go for the lo
 
 test: lint ## lint, then the whole suite including end to end
 	$(BIN)/pytest $(ARGS)
+
+manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/} from rules/ (commit the result)
+	$(BIN)/agent-guard manifests webhook --rules rules --without-ca-bundle --out manifests/base/webhook.yaml
+	$(BIN)/agent-guard manifests policy --rules rules --out manifests/base/policy
+
+deploy-certs: $(STAMP) ## CA + serving certificate for the in-cluster Service, where the tls-secret component reads them
+	$(BIN)/agent-guard certs --out $(DEPLOY_CERTS) --service agent-guard --namespace $(NAMESPACE) $(ARGS) >/dev/null
+
+deploy: manifests deploy-certs ## install into the current kubectl context (OVERLAY=enforce|dry-run|kind|cert-manager)
+	$(KUBECTL) apply --server-side -k manifests/overlays/$(OVERLAY)
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/agent-guard --timeout=180s
+
+image: ## build the container image $(IMAGE) (needs a Docker engine)
+	$(DOCKER) build -t $(IMAGE) .
+
+e2e-kind: $(STAMP) ## the end-to-end suite against a kind cluster (needs Docker and kind; KEEP=1 keeps the cluster)
+	KUBECTL=$(KUBECTL) DOCKER=$(DOCKER) KIND=$(KIND) tests/e2e/kind.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -9,9 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from webhook import app, certs, decisionlog, engine, manifests, policy, server
+from webhook import app, certs, decisionlog, engine, manifests, policy, reload, server
 from webhook.tools import check, replay, report
 
 
@@ -25,6 +23,9 @@ def _serve(args: argparse.Namespace) -> int:
         mode=args.mode,
         max_body=args.max_body,
         log_level=args.log_level,
+        reload_interval=args.reload_interval,
+        shutdown_delay=args.shutdown_delay,
+        shutdown_timeout=args.shutdown_timeout,
     )
     try:
         return server.serve(settings)
@@ -68,7 +69,7 @@ def _check_policy(args: argparse.Namespace) -> int:
 def _manifests_webhook(args: argparse.Namespace) -> int:
     try:
         loaded = policy.load(Path(args.rules))
-        bundle = args.ca_bundle or certs.ca_bundle(Path(args.cert_dir))
+        bundle = None if args.without_ca_bundle else args.ca_bundle or certs.ca_bundle(Path(args.cert_dir))
     except policy.PolicyError as exc:
         print(f"invalid policy:\n{exc}", file=sys.stderr)
         return 1
@@ -79,7 +80,11 @@ def _manifests_webhook(args: argparse.Namespace) -> int:
         return 1
     service = None if args.url else (args.service, args.namespace)
     rendered = manifests.validating_webhook_configuration(loaded, bundle, url=args.url, service=service)
-    print(yaml.safe_dump(rendered, sort_keys=False), end="")
+    text = manifests.to_yaml(rendered)
+    if args.out:
+        Path(args.out).write_text(manifests.GENERATED + text, encoding="utf-8")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -127,6 +132,33 @@ def _manifests_authz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifests_policy(args: argparse.Namespace) -> int:
+    try:
+        rendered = manifests.policy_kustomization(Path(args.rules))
+    except policy.PolicyError as exc:
+        print(f"invalid policy, nothing written:\n{exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():
+        if stale.is_file() and stale.name not in rendered:
+            stale.unlink()
+    for name, text in rendered.items():
+        (out / name).write_text(text, encoding="utf-8")
+    print(f"wrote {', '.join(sorted(rendered))} to {out}", file=sys.stderr)
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text}") from None
+    if not 0 <= value < 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -134,13 +166,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="agent-guard",
-        description="Server-side guard that keeps LLM agents (MCP servers) from harming a cluster.",
-    )
-    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run the TLS webhook server")
     serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=8443, help="port (default 8443)")
@@ -153,8 +179,28 @@ def parser() -> argparse.ArgumentParser:
         "--max-body", type=_positive, default=app.DEFAULT_MAX_BODY, help="largest request body in bytes"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--reload-interval",
+        type=_seconds,
+        default=reload.DEFAULT_INTERVAL_SECONDS,
+        help="seconds between checks for new policy files and certificates (0: no hot reload; default 2)",
+    )
+    serve.add_argument(
+        "--shutdown-delay",
+        type=_seconds,
+        default=0.0,
+        help="after SIGTERM, keep serving this many seconds with /readyz red before closing (default 0)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=_positive,
+        default=20,
+        help="then give requests in flight this many seconds to finish (default 20)",
+    )
     serve.set_defaults(func=_serve)
 
+
+def _add_certs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cert = sub.add_parser("certs", help="create a CA and a serving certificate; prints the caBundle")
     cert.add_argument("--out", default="certs", help="directory to write ca.crt, tls.crt, tls.key")
     cert.add_argument("--service", default=certs.DEFAULT_SERVICE, help="Service name (default agent-guard)")
@@ -167,17 +213,28 @@ def parser() -> argparse.ArgumentParser:
     cert.add_argument("--force", action="store_true", help="replace an existing pair")
     cert.set_defaults(func=_certs)
 
+
+def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     render = sub.add_parser("manifests", help="render Kubernetes objects from the policy")
     kinds = render.add_subparsers(dest="kind", required=True, metavar="KIND")
     webhook_config = kinds.add_parser("webhook", help="the ValidatingWebhookConfiguration (YAML on stdout)")
     webhook_config.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
     webhook_config.add_argument("--cert-dir", default="certs", help="where ca.crt is (for the caBundle)")
-    webhook_config.add_argument("--ca-bundle", help="base64 caBundle (instead of --cert-dir)")
+    bundle = webhook_config.add_mutually_exclusive_group()
+    bundle.add_argument("--ca-bundle", help="base64 caBundle (instead of --cert-dir)")
+    bundle.add_argument(
+        "--without-ca-bundle",
+        action="store_true",
+        help="leave caBundle out (a kustomize base: injected from the TLS Secret or by cert-manager)",
+    )
     webhook_config.add_argument(
         "--url", help="reach the guard by URL (out of cluster), e.g. https://10.0.0.5:8443"
     )
     webhook_config.add_argument("--service", default=certs.DEFAULT_SERVICE, help="Service name (in cluster)")
     webhook_config.add_argument("--namespace", default=certs.DEFAULT_NAMESPACE, help="Service namespace")
+    webhook_config.add_argument(
+        "--out", help="write to this file (with a 'generated' header) instead of stdout"
+    )
     webhook_config.set_defaults(func=_manifests_webhook)
 
     authz = kinds.add_parser(
@@ -209,6 +266,25 @@ def parser() -> argparse.ArgumentParser:
         "(default: both documents on stdout)",
     )
     authz.set_defaults(func=_manifests_authz)
+    policy_config = kinds.add_parser(
+        "policy", help="a kustomization generating the policy ConfigMap (copies the policy files next to it)"
+    )
+    policy_config.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    policy_config.add_argument(
+        "--out", required=True, help="directory to write (stale *.yaml there are removed)"
+    )
+    policy_config.set_defaults(func=_manifests_policy)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="agent-guard",
+        description="Server-side guard that keeps LLM agents (MCP servers) from harming a cluster.",
+    )
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_certs(sub)
+    _add_manifests(sub)
 
     lint = sub.add_parser("policy", help="validate the policy and print each guard's effective mode")
     lint.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")

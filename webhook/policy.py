@@ -163,9 +163,16 @@ def _problems(source: str, error: pydantic.ValidationError, prefix: Sequence[str
     return problems
 
 
+def policy_files(path: Path) -> list[Path]:
+    """The files ``load`` reads: a directory's ``*.yaml``/``*.yml`` (sorted), or ``path`` itself."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [path]
+
+
 def _read_documents(path: Path) -> list[tuple[str, Any]]:
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        files = policy_files(path)
         if not files:
             raise PolicyError([f"{path}: (directory): no *.yaml policy files found"])
     elif path.is_file():

@@ -1,21 +1,31 @@
-"""Run the app under uvicorn, TLS only.
+"""Run the app under uvicorn, TLS only, with hot reload and a graceful shutdown.
 
 The SSL context is ours rather than uvicorn's so that the minimum protocol is explicit (TLS 1.2)
-and so that certificates can be re-loaded into the same context while serving.
+and so that certificates can be re-loaded into the same context while serving (``webhook.reload``).
+
+Shutdown, in order: SIGTERM turns ``/readyz`` red and every answer gets ``Connection: close`` (the
+apiserver's keep-alive connections move to other replicas); after ``shutdown_delay`` seconds the
+listener closes; requests in flight get up to ``shutdown_timeout`` seconds to finish; exit 0.
+A second SIGTERM or SIGINT skips the delay; a SIGINT during the drain forces the exit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from webhook import app, certs, engine, policy
+from webhook import app, certs, engine, metrics, policy, reload
 
 log = logging.getLogger("agent-guard.server")
 
@@ -37,6 +47,9 @@ class Settings:
     mode: policy.GlobalMode | None = None
     max_body: int = app.DEFAULT_MAX_BODY
     log_level: str = "info"
+    reload_interval: float = reload.DEFAULT_INTERVAL_SECONDS  # 0: no hot reload
+    shutdown_delay: float = 0.0  # keep serving (not ready) this long after SIGTERM
+    shutdown_timeout: int = 20  # then give requests in flight this long (seconds)
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -71,15 +84,13 @@ def load_engine(settings: Settings) -> engine.Engine:
     return judge
 
 
-def uvicorn_server(asgi_app: Any, settings: Settings) -> uvicorn.Server:
-    """uvicorn over our TLS context with production settings (also used by the benchmark floor)."""
-    paths = prepare_certs(settings.cert_dir)
-    context = tls_context(paths.cert, paths.key)
+def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -> uvicorn.Config:
+    """Production uvicorn settings over our TLS context (shared with the benchmark floor)."""
 
     def _context(_: uvicorn.Config, __: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return context
 
-    config = uvicorn.Config(
+    return uvicorn.Config(
         asgi_app,
         host=settings.host,
         port=settings.port,
@@ -89,14 +100,78 @@ def uvicorn_server(asgi_app: Any, settings: Settings) -> uvicorn.Server:
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         server_header=False,
         log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
-    return uvicorn.Server(config)
 
 
-def build(settings: Settings) -> uvicorn.Server:
+def uvicorn_server(asgi_app: Any, settings: Settings) -> uvicorn.Server:
+    """A plain uvicorn server with the webhook's settings but no reload or drain (benchmark floor)."""
+    paths = prepare_certs(settings.cert_dir)
+    return uvicorn.Server(uvicorn_config(asgi_app, settings, tls_context(paths.cert, paths.key)))
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server plus the reload task and a drain period before the listener closes."""
+
+    def __init__(
+        self, config: uvicorn.Config, state: app.State, settings: Settings, task: reload.Reloader
+    ) -> None:
+        super().__init__(config)
+        self.state = state
+        self.settings = settings
+        self.reloader = task
+        self.drain_until: float | None = None
+        self._signalled: list[int] = []
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        task = asyncio.create_task(self.reloader.run()) if self.settings.reload_interval > 0 else None
+        try:
+            await super().serve(sockets)
+        finally:
+            if task is not None:
+                task.cancel()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a Python signal handler: set flags only; on_tick does the rest (and the logging).
+        # Unlike uvicorn's own handler this does not re-raise the signal after shutdown, so a
+        # graceful stop exits 0.
+        self._signalled.append(sig)
+        if self.drain_until is None:
+            self.state.ready = False
+            self.drain_until = time.monotonic() + self.settings.shutdown_delay
+        elif self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.drain_until = time.monotonic()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._signalled:
+            names = ", ".join(signal.Signals(s).name for s in self._signalled)
+            self._signalled.clear()
+            log.info(
+                "%s: not ready any more; closing the listener in %.1fs, then %ds for requests in flight",
+                names,
+                max(0.0, (self.drain_until or 0) - time.monotonic()),
+                self.settings.shutdown_timeout,
+            )
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def build(settings: Settings) -> Server:
     """Everything that can fail at start-up fails here, before a port is bound."""
-    state = app.State(load_engine(settings), max_body=settings.max_body)
-    built = uvicorn_server(app.create_app(state), settings)
+    state = app.State(load_engine(settings), max_body=settings.max_body, meters=metrics.Metrics())
+    state.metrics.policy_loaded.set_to_current_time()
+    paths = prepare_certs(settings.cert_dir)
+    context = tls_context(paths.cert, paths.key)
+    state.metrics.certificate_in_use(certs.not_after(paths.cert))
+    reloader = reload.Reloader(
+        settings.reload_interval,
+        reload.PolicyReloader(settings.rules, settings.mode, state),
+        reload.CertificateReloader(paths, context, state),
+    )
+    config = uvicorn_config(app.create_app(state), settings, context)
     log.info(
         "policy %s (mode %s); serving https://%s:%d",
         ", ".join(state.engine.policy.sources),
@@ -104,7 +179,7 @@ def build(settings: Settings) -> uvicorn.Server:
         settings.host,
         settings.port,
     )
-    return built
+    return Server(config, state, settings, reloader)
 
 
 def serve(settings: Settings) -> int:

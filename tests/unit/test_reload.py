@@ -1,0 +1,131 @@
+"""Change detection and the policy swap, without a server (the real server is in tests/tls)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests import mounts, reviews
+from webhook import app, attributes, engine, metrics, policy, reload, review
+
+POLICY = (reviews.RULES / "policy.yaml").read_bytes()
+OFF = POLICY.replace(b"namespace-delete: {}", b"namespace-delete: {mode: 'off'}")
+BROKEN = POLICY.replace(b"namespace-delete: {}", b"namespace-delete: {mood: angry}")
+OTHER_AGENTS = POLICY.replace(b'"mcp-system/*"', b'"other-system/*"')
+
+
+def _agent_deletes_namespace() -> attributes.AdmissionRequest:
+    return review.parse_admission(reviews.body(reviews.namespace_delete()))
+
+
+def _changed(watch: reload.Watch) -> bool:
+    return asyncio.run(watch.changed())
+
+
+def test_kubelet_style_swap_is_a_change(tmp_path: Path) -> None:
+    mounts.publish(tmp_path, {"policy.yaml": POLICY})
+    watch = reload.Watch(lambda: policy.policy_files(tmp_path), settle=0)
+    assert not _changed(watch)
+    mounts.publish(tmp_path, {"policy.yaml": POLICY})  # same bytes, new generation: still reloaded
+    assert _changed(watch)
+    assert not _changed(watch)
+
+
+def test_in_place_edit_and_new_files_are_changes(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_bytes(POLICY)
+    watch = reload.Watch(lambda: policy.policy_files(tmp_path), settle=0)
+    (tmp_path / "policy.yaml").write_bytes(OFF)
+    assert _changed(watch)
+    (tmp_path / "more.yaml").write_bytes(b"apiVersion: agent-guard.io/v1alpha1\nkind: Policy\n")
+    assert _changed(watch)
+    (tmp_path / "notes.txt").write_text("not a policy file")
+    assert not _changed(watch)
+
+
+def test_a_change_still_in_progress_waits_for_the_next_poll(tmp_path: Path) -> None:
+    target = tmp_path / "policy.yaml"
+    target.write_bytes(POLICY)
+    watch = reload.Watch(lambda: [target], settle=0.05)
+
+    async def edit_while_settling() -> bool:
+        target.write_bytes(OFF)
+        checking = asyncio.create_task(watch.changed())
+        await asyncio.sleep(0.01)
+        target.write_bytes(OFF + b"\n")  # the writer is not done yet
+        return await checking
+
+    assert asyncio.run(edit_while_settling()) is False
+    assert _changed(watch)
+
+
+def test_deleted_file_is_a_change(tmp_path: Path) -> None:
+    target = tmp_path / "tls.crt"
+    target.write_text("x")
+    watch = reload.Watch(lambda: [target], settle=0)
+    target.unlink()
+    assert _changed(watch)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> app.State:
+    mounts.publish(tmp_path / "rules", {"policy.yaml": POLICY})
+    return app.State(engine.Engine(policy.load(tmp_path / "rules")), meters=metrics.Metrics())
+
+
+def _reload_count(state: app.State, result: str) -> float:
+    value = state.metrics.registry.get_sample_value("agent_guard_policy_reloads_total", {"result": result})
+    assert value is not None
+    return value
+
+
+def test_good_policy_is_swapped_in(state: app.State, tmp_path: Path) -> None:
+    reloader = reload.PolicyReloader(tmp_path / "rules", None, state)
+    before = state.engine
+    assert not before.admit(_agent_deletes_namespace()).allowed
+    mounts.publish(tmp_path / "rules", {"policy.yaml": OFF})
+    assert asyncio.run(reloader.reload()) is True
+    assert state.engine is not before
+    assert state.engine.admit(_agent_deletes_namespace()).allowed
+    assert _reload_count(state, "ok") == 1 and _reload_count(state, "failed") == 0
+
+
+def test_forced_mode_survives_a_reload(state: app.State, tmp_path: Path) -> None:
+    reloader = reload.PolicyReloader(tmp_path / "rules", "dry-run", state)
+    assert asyncio.run(reloader.reload())
+    verdict = state.engine.admit(_agent_deletes_namespace())
+    assert verdict.allowed and verdict.decision == "would-deny"
+
+
+def test_broken_policy_is_refused_and_the_last_good_one_stays(
+    state: app.State, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reloader = reload.PolicyReloader(tmp_path / "rules", None, state)
+    before = state.engine
+    mounts.publish(tmp_path / "rules", {"policy.yaml": BROKEN})
+    with caplog.at_level(logging.ERROR, logger="agent-guard.reload"):
+        assert asyncio.run(reloader.reload()) is False
+    assert state.engine is before
+    problem = f"{tmp_path / 'rules' / 'policy.yaml'}: guards.namespace-delete.mood: unknown field"
+    assert problem in caplog.text and "last good policy stays in force" in caplog.text
+    assert state.policy_error is not None and problem in state.policy_error
+    assert _reload_count(state, "failed") == 1
+    mounts.publish(tmp_path / "rules", {"policy.yaml": POLICY})
+    assert asyncio.run(reloader.reload()) and state.policy_error is None
+
+
+def test_routing_change_asks_for_a_new_webhook_configuration(
+    state: app.State, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reloader = reload.PolicyReloader(tmp_path / "rules", None, state)
+    with caplog.at_level(logging.WARNING, logger="agent-guard.reload"):
+        mounts.publish(
+            tmp_path / "rules", {"policy.yaml": POLICY.replace(b"mode: enforce", b"mode: dry-run")}
+        )
+        asyncio.run(reloader.reload())
+        assert "ValidatingWebhookConfiguration" not in caplog.text  # modes do not change routing
+        mounts.publish(tmp_path / "rules", {"policy.yaml": OTHER_AGENTS})
+        asyncio.run(reloader.reload())
+    assert "re-render and apply the ValidatingWebhookConfiguration" in caplog.text

@@ -1,0 +1,148 @@
+"""Prometheus metrics for ``/metrics``: reviews, latency, policy and certificate reloads.
+
+Each server owns its registry (no module-level globals), so tests and several apps in one process
+never share counters. The hot path is one dictionary lookup per label set: label children are
+cached here instead of going through ``.labels()`` (which takes a lock and builds a tuple from
+keyword arguments) on every review.
+
+The latency histogram's buckets contain every bucket boundary of the apiserver's own histograms for
+the same calls, ``apiserver_admission_webhook_admission_duration_seconds`` (0.005 … 25 s, see
+k8s.io/apiserver pkg/admission/metrics) and ``apiserver_authorization_webhook_duration_seconds``
+(Prometheus' default buckets, plugin/pkg/authorizer/webhook/metrics), plus 1 ms and 2.5 ms below
+them because the guard itself usually answers in about a millisecond. Dashboards can therefore put
+the guard's view and the apiserver's view of the same request side by side, bucket for bucket.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import prometheus_client
+
+from webhook import decisionlog, engine
+
+APISERVER_ADMISSION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0, 25.0)
+APISERVER_AUTHORIZATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = tuple(
+    sorted({0.001, 0.0025, *APISERVER_ADMISSION_BUCKETS, *APISERVER_AUTHORIZATION_BUCKETS})
+)
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+
+# The endpoints whose requests are reviews (path -> label); anything else is not timed.
+REVIEW_PATHS = {"/validate": "validate", "/authorize": "authorize"}
+
+
+class Metrics:
+    """Every metric the guard exports, registered in a registry of its own."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else prometheus_client.CollectorRegistry()
+        r = self.registry
+        self.reviews = prometheus_client.Counter(
+            "agent_guard_reviews",
+            "Reviews answered, by endpoint, decision (allow, deny, would-deny) and effective mode.",
+            ["endpoint", "decision", "mode"],
+            registry=r,
+        )
+        self.guard_decisions = prometheus_client.Counter(
+            "agent_guard_guard_decisions",
+            "Reviews a guard objected to, per guard: deny (enforce) or would-deny (dry-run).",
+            ["endpoint", "guard", "decision", "mode"],
+            registry=r,
+        )
+        self.errors = prometheus_client.Counter(
+            "agent_guard_internal_errors",
+            "Reviews that failed closed because the engine or a guard crashed (see the log).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.duration = prometheus_client.Histogram(
+            "agent_guard_review_duration_seconds",
+            "Time from the first byte of a review request to the last byte of its answer.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.responses = prometheus_client.Counter(
+            "agent_guard_http_responses",
+            "HTTP responses on the review endpoints by status code (4xx: malformed or oversized reviews).",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.policy_reloads = prometheus_client.Counter(
+            "agent_guard_policy_reloads",
+            "Policy reloads after a change of the policy files: ok, or failed (the last good policy stays).",
+            ["result"],
+            registry=r,
+        )
+        self.certificate_reloads = prometheus_client.Counter(
+            "agent_guard_certificate_reloads",
+            "Serving certificate reloads after tls.crt/tls.key changed: ok, or failed (the old one stays).",
+            ["result"],
+            registry=r,
+        )
+        self.policy_loaded = prometheus_client.Gauge(
+            "agent_guard_policy_last_reload_success_timestamp_seconds",
+            "Unix time at which the policy in force was loaded.",
+            registry=r,
+        )
+        self._not_after: datetime.datetime | None = None
+        self.certificate_expiry = prometheus_client.Gauge(
+            "agent_guard_certificate_expiry_seconds",
+            "Seconds until the serving certificate in use expires (negative: expired).",
+            registry=r,
+        )
+        self.certificate_expiry.set_function(self._seconds_left)
+        prometheus_client.ProcessCollector(registry=r)
+        for result in ("ok", "failed"):  # export zeros, so alerts on increase() work from the start
+            self.policy_reloads.labels(result)
+            self.certificate_reloads.labels(result)
+        self._durations = {name: self.duration.labels(name) for name in REVIEW_PATHS.values()}
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def review(self, endpoint: str, verdict: engine.Verdict, global_mode: str) -> None:
+        """Count one answered review and the guards that objected to it."""
+        mode = decisionlog.effective_mode(verdict, global_mode)
+        self._child(self.reviews, endpoint, verdict.decision, mode).inc()
+        for finding in verdict.findings:
+            decision = "deny" if finding.mode == "enforce" else "would-deny"
+            self._child(self.guard_decisions, endpoint, finding.guard, decision, finding.mode).inc()
+            if finding.error:
+                self._child(self.errors, endpoint).inc()
+
+    def engine_failure(self, endpoint: str) -> None:
+        """The engine itself crashed; the review was denied (fail closed)."""
+        self._child(self.reviews, endpoint, "deny", "enforce").inc()
+        self._child(self.errors, endpoint).inc()
+
+    def response(self, endpoint: str, status: int, seconds: float) -> None:
+        self._durations[endpoint].observe(seconds)
+        self._child(self.responses, endpoint, str(status)).inc()
+
+    def policy_reload(self, ok: bool) -> None:
+        self._child(self.policy_reloads, "ok" if ok else "failed").inc()
+        if ok:
+            self.policy_loaded.set_to_current_time()
+
+    def certificate_reload(self, ok: bool) -> None:
+        self._child(self.certificate_reloads, "ok" if ok else "failed").inc()
+
+    def certificate_in_use(self, not_after: datetime.datetime) -> None:
+        self._not_after = not_after
+
+    def _seconds_left(self) -> float:
+        if self._not_after is None:
+            return float("nan")
+        return (self._not_after - datetime.datetime.now(datetime.UTC)).total_seconds()
+
+    def exposition(self) -> bytes:
+        """The text format for a scrape."""
+        return bytes(prometheus_client.generate_latest(self.registry))

@@ -1,0 +1,162 @@
+"""Pick up new policy files and rotated certificates while serving, without a restart.
+
+Kubernetes updates a mounted ConfigMap or Secret by writing a new timestamped directory and swapping
+the ``..data`` symlink; every file name then resolves to a new inode. cert-manager renewing a
+certificate does the same through the Secret. inotify on such trees is fiddly (the watched inode
+disappears), so this polls instead: ``os.stat`` of each file, through the symlinks, every couple of
+seconds — a handful of syscalls, nothing read unless something changed.
+
+A change is acted on once it has settled (two snapshots a moment apart agree), so a writer that
+replaces files one at a time (``agent-guard certs --force``: key first, then certificate) is not
+caught half-way. Then:
+
+- policy: load and compile off the event loop; on success swap ``State.engine`` (one reference
+  assignment, so a review in flight finishes with the engine it started with); on failure log the
+  error naming file and field, count it, and keep the last good policy in force.
+- certificate: load the new pair into a scratch ``SSLContext`` first (a mismatched pair fails there,
+  not in the live context), then into the serving context itself. Existing connections keep their
+  session; new handshakes get the new certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from webhook import app, certs, engine, manifests, policy
+
+log = logging.getLogger("agent-guard.reload")
+
+DEFAULT_INTERVAL_SECONDS = 2.0
+SETTLE_SECONDS = 0.2
+
+Snapshot = tuple[tuple[str, int, int, int, int] | tuple[str], ...]
+
+
+def snapshot(files: Sequence[Path]) -> Snapshot:
+    """Identity of each file's current content: device, inode, mtime and size, through symlinks."""
+    found: list[tuple[str, int, int, int, int] | tuple[str]] = []
+    for file in files:
+        try:
+            st = os.stat(file)
+        except OSError:
+            found.append((str(file),))
+            continue
+        found.append((str(file), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(found)
+
+
+class Watch:
+    """Polls a set of files; ``changed()`` is true once per settled change."""
+
+    def __init__(self, files: Callable[[], list[Path]], settle: float = SETTLE_SECONDS) -> None:
+        self._files = files
+        self._settle = settle
+        self._seen = snapshot(files())
+
+    async def changed(self) -> bool:
+        current = snapshot(self._files())
+        if current == self._seen:
+            return False
+        await asyncio.sleep(self._settle)
+        if snapshot(self._files()) != current:
+            return False  # still being written; look again at the next poll
+        self._seen = current
+        return True
+
+
+def _routing(loaded: policy.Policy) -> tuple[object, ...]:
+    return (manifests.admission_rules(loaded), manifests.match_conditions(loaded))
+
+
+class PolicyReloader:
+    def __init__(self, rules: Path, mode: policy.GlobalMode | None, state: app.State) -> None:
+        self.rules = rules
+        self.mode = mode
+        self.state = state
+        self.watch = Watch(lambda: policy.policy_files(rules))
+
+    async def poll(self) -> None:
+        if await self.watch.changed():
+            await self.reload()
+
+    async def reload(self) -> bool:
+        state = self.state
+        try:
+            judge = await asyncio.to_thread(lambda: engine.Engine(policy.load(self.rules, self.mode)))
+        except policy.PolicyError as exc:
+            state.policy_error = str(exc)
+            state.metrics.policy_reload(ok=False)
+            log.error(
+                "policy reload refused, the last good policy stays in force (%s):\n%s",
+                ", ".join(state.engine.policy.sources),
+                exc,
+            )
+            return False
+        old = state.engine
+        state.engine = judge
+        state.policy_error = None
+        state.metrics.policy_reload(ok=True)
+        log.info("policy reloaded from %s (mode %s)", ", ".join(judge.policy.sources), judge.policy.mode)
+        if _routing(old.policy) != _routing(judge.policy):
+            log.warning(
+                "the new policy changes which requests the apiserver must send (agent identities or "
+                "active guards): re-render and apply the ValidatingWebhookConfiguration "
+                "(agent-guard manifests webhook, or make manifests deploy)"
+            )
+        return True
+
+
+class CertificateReloader:
+    def __init__(self, paths: certs.Paths, context: ssl.SSLContext, state: app.State) -> None:
+        self.paths = paths
+        self.context = context
+        self.state = state
+        self.watch = Watch(lambda: [paths.cert, paths.key])
+
+    async def poll(self) -> None:
+        if await self.watch.changed():
+            self.reload()
+
+    def reload(self) -> bool:
+        # Resolve the ..data symlinks once so certificate and key come from the same generation.
+        cert, key = Path(os.path.realpath(self.paths.cert)), Path(os.path.realpath(self.paths.key))
+        try:
+            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            scratch.load_cert_chain(cert, key)
+            not_after = certs.not_after(cert)
+            self.context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self.state.metrics.certificate_reload(ok=False)
+            log.error(
+                "certificate reload refused, still serving the previous certificate: %s / %s: %s",
+                self.paths.cert,
+                self.paths.key,
+                exc,
+            )
+            return False
+        self.state.metrics.certificate_reload(ok=True)
+        self.state.metrics.certificate_in_use(not_after)
+        log.info("serving certificate reloaded from %s (valid until %s)", self.paths.cert, not_after)
+        return True
+
+
+class Reloader:
+    """The background task: poll every ``interval`` seconds until cancelled; never dies on an error."""
+
+    def __init__(self, interval: float, *watchers: PolicyReloader | CertificateReloader) -> None:
+        self.interval = interval
+        self.watchers = watchers
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            for watcher in self.watchers:
+                try:
+                    await watcher.poll()
+                except Exception:  # a bug here must not stop reloading or take the server down
+                    log.exception("reload check failed in %s", type(watcher).__name__)
