@@ -1,7 +1,8 @@
 """HTTP surface: ``/validate``, ``/authorize``, ``/healthz``, ``/readyz``, ``/metrics``. Thin on purpose.
 
 All judging happens in ``webhook.engine``; this module reads a bounded body, hands it to
-``webhook.review`` and writes the answer. Two error channels, never mixed: a malformed review is an
+``webhook.review`` and writes the answer. The two review endpoints are plain ASGI (``GuardApp``);
+FastAPI serves the rest. Two error channels, never mixed: a malformed review is an
 HTTP 4xx with a JSON ``{"error": ...}``; a policy violation is HTTP 200 with ``allowed: false``.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import fastapi
-import pydantic_core
+import orjson
 
-from webhook import decisionlog, engine, metrics, review
+from webhook import attributes, decisionlog, engine, metrics, review
 
 log = logging.getLogger("agent-guard.app")
 
@@ -57,121 +59,157 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+P = TypeVar("P")
 
 
-class Transport:
-    """Pure ASGI middleware: time review requests, and ask clients to reconnect while draining.
+@dataclass(frozen=True)
+class Endpoint(Generic[P]):
+    """One review endpoint: how to parse its envelope, judge it, log it and answer it.
 
-    Pure ASGI (no BaseHTTPMiddleware) keeps the cost per request to two clock reads and a dictionary
-    lookup. The duration runs from the first call into the app to the last body chunk sent.
+    ``/validate`` and ``/authorize`` differ only in these functions; the path through them (bounded
+    body, 400 on a malformed review, fail closed when the engine fails, metrics, one decision line)
+    is the same code.
     """
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        endpoint = metrics.REVIEW_PATHS.get(scope["path"])
-        state = self.state
-        started = time.perf_counter()
-        status = 500
-        recorded = False
-
-        async def _send(message: Message) -> None:
-            nonlocal status, recorded
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if not state.ready:
-                    message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
-            await send(message)
-            done = message["type"] == "http.response.body" and not message.get("more_body")
-            if endpoint is not None and done:
-                recorded = True
-                state.metrics.response(endpoint, status, time.perf_counter() - started)
-
-        try:
-            await self.app(scope, receive, _send)
-        finally:
-            if endpoint is not None and not recorded:  # an exception, or the client went away
-                state.metrics.response(endpoint, status, time.perf_counter() - started)
+    name: str
+    envelope: str  # what the body must be ("AdmissionReview"), for the 400 and 405 messages
+    parse: Callable[[bytes], P]
+    judge: Callable[[engine.Engine, P], engine.Verdict]
+    entry: Callable[[P, engine.Verdict, str], dict[str, Any]]
+    respond: Callable[[P, engine.Verdict], dict[str, Any]]
+    who: Callable[[P], str]  # identifies the request in the error log
 
 
-def _json(payload: Any, status: int = 200) -> fastapi.Response:
-    return fastapi.Response(pydantic_core.to_json(payload), status_code=status, media_type="application/json")
+VALIDATE = Endpoint[attributes.AdmissionRequest](
+    name="validate",
+    envelope="AdmissionReview",
+    parse=review.parse_admission,
+    judge=lambda judge, request: judge.admit(request),
+    entry=decisionlog.admission_entry,
+    respond=lambda request, verdict: review.admission_response(request.uid, verdict),
+    who=lambda request: f"uid={request.uid}",
+)
+AUTHORIZE = Endpoint[review.AccessReview](
+    name="authorize",
+    envelope="SubjectAccessReview",
+    parse=review.parse_access,
+    judge=lambda judge, access: judge.authorize(access.request),
+    entry=lambda access, verdict, mode: decisionlog.access_entry(access.request, verdict, mode),
+    respond=lambda access, verdict: review.access_response(access.api_version, verdict),
+    who=lambda access: f"user={access.request.user.username}",
+)
+ENDPOINTS: dict[str, Endpoint[Any]] = {"/validate": VALIDATE, "/authorize": AUTHORIZE}
 
 
-async def read_body(request: fastapi.Request, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """Read at most ``limit`` bytes: refuse by Content-Length first, then while streaming."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise Problem(400, "invalid Content-Length header")
-        if int(declared) > limit:
-            raise Problem(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise Problem(400, "invalid Content-Length header")
+            if int(value) > limit:
+                raise Problem(413, f"request body of {int(value)} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Problem(400, "the client went away before sending the whole body")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise Problem(413, f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def create_app(
-    state: State, on_decision: Callable[[dict[str, Any]], None] = decisionlog.write
-) -> fastapi.FastAPI:
+def _error(status: int, message: str) -> bytes:
+    return orjson.dumps({"error": message, "status": status})
+
+
+class GuardApp:
+    """The ASGI app: reviews are served here directly, everything else by FastAPI.
+
+    Reviews are the hot path (every agent request waits on one), so they skip the framework's
+    request objects, routing and exception middleware; the cost per review is the envelope parse,
+    the guards, one decision line and one JSON dump. While draining (``state.ready`` false) every
+    answer carries ``Connection: close`` so the apiserver moves its keep-alive connections on.
+    """
+
+    def __init__(
+        self, state: State, fallback: ASGIApp, on_decision: Callable[[dict[str, Any]], None]
+    ) -> None:
+        self.state = state
+        self.fallback = fallback
+        self.on_decision = on_decision
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self.fallback(scope, receive, send if self.state.ready else self._closing(send))
+            return
+        started = time.perf_counter()
+        status = 500
+        try:
+            if scope["method"] != "POST":
+                status, payload = 405, _error(405, f"use POST with a JSON {endpoint.envelope} body")
+            else:
+                status, payload = self._review(endpoint, await read_body(scope, receive, self.state.max_body))
+        except Problem as exc:
+            status, payload = exc.status, _error(exc.status, exc.message)
+        except Exception as exc:  # never a traceback to the client
+            log.error("unexpected %s while serving /%s", type(exc).__name__, endpoint.name, exc_info=exc)
+            status, payload = 500, _error(500, "internal error in the guard; see its log")
+        finally:
+            self.state.metrics.response(endpoint.name, status, time.perf_counter() - started)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if status == 405:
+            headers.append((b"allow", b"POST"))
+        if not self.state.ready:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _review(self, endpoint: Endpoint[Any], body: bytes) -> tuple[int, bytes]:
+        try:
+            parsed = endpoint.parse(body)
+        except review.BadReview as exc:
+            return 400, _error(400, f"malformed {endpoint.envelope}: {exc}")
+        state = self.state
+        judge = state.engine
+        try:
+            verdict = endpoint.judge(judge, parsed)
+        except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
+            log.exception("engine failed on /%s %s", endpoint.name, endpoint.who(parsed))
+            verdict = review.fail_closed_verdict(f"the guard failed ({type(exc).__name__})")
+        state.metrics.review(endpoint.name, verdict, judge.policy.mode)
+        self.on_decision(endpoint.entry(parsed, verdict, judge.policy.mode))
+        return 200, orjson.dumps(endpoint.respond(parsed, verdict))
+
+    @staticmethod
+    def _closing(send: Send) -> Send:
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+            await send(message)
+
+        return _send
+
+
+def _json(payload: Any, status: int = 200) -> fastapi.Response:
+    return fastapi.Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def create_app(state: State, on_decision: Callable[[dict[str, Any]], None] = decisionlog.write) -> GuardApp:
     app = fastapi.FastAPI(title="kube-agent-guard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.guard = state
-    app.add_middleware(Transport, state=state)
-
-    @app.exception_handler(Problem)
-    async def _problem(_: fastapi.Request, exc: Problem) -> fastapi.Response:
-        return _json({"error": exc.message, "status": exc.status}, exc.status)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: fastapi.Request, exc: Exception) -> fastapi.Response:
         log.error("unexpected %s while serving a request", type(exc).__name__, exc_info=exc)
         return _json({"error": "internal error in the guard; see its log", "status": 500}, 500)
-
-    @app.post("/validate")
-    async def validate(request: fastapi.Request) -> fastapi.Response:
-        body = await read_body(request, state.max_body)
-        try:
-            admission = review.parse_admission(body)
-        except review.BadReview as exc:
-            raise Problem(400, f"malformed AdmissionReview: {exc}") from None
-        judge = state.engine
-        try:
-            verdict = judge.admit(admission)
-        except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
-            log.exception("engine failed on uid=%s", admission.uid)
-            state.metrics.engine_failure("validate")
-            return _json(
-                review.fail_closed_response(admission.uid, f"the guard failed ({type(exc).__name__})")
-            )
-        state.metrics.review("validate", verdict, judge.policy.mode)
-        on_decision(decisionlog.admission_entry(admission, verdict, judge.policy.mode))
-        return _json(review.admission_response(admission.uid, verdict))
-
-    @app.post("/authorize")
-    async def authorize(request: fastapi.Request) -> fastapi.Response:
-        body = await read_body(request, state.max_body)
-        try:
-            access = review.parse_access(body)
-        except review.BadReview as exc:
-            raise Problem(400, f"malformed SubjectAccessReview: {exc}") from None
-        judge = state.engine
-        try:
-            verdict = judge.authorize(access.request)
-        except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
-            log.exception("engine failed on a SubjectAccessReview for %s", access.request.user.username)
-            verdict = review.fail_closed_verdict(f"the guard failed ({type(exc).__name__})")
-        on_decision(decisionlog.access_entry(access.request, verdict, judge.policy.mode))
-        return _json(review.access_response(access.api_version, verdict))
 
     @app.get("/healthz")
     async def healthz() -> fastapi.Response:
@@ -190,4 +228,4 @@ def create_app(
     async def scrape() -> fastapi.Response:
         return fastapi.Response(state.metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
-    return app
+    return GuardApp(state, app, on_decision)

@@ -8,10 +8,11 @@ from diagnostics.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import sys
 from typing import Any
+
+import orjson
 
 from webhook import attributes, engine
 
@@ -96,7 +97,7 @@ def access_entry(
 
 def write(entry: dict[str, Any]) -> None:
     if log.isEnabledFor(logging.INFO):
-        log.info(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+        log.info(orjson.dumps(entry).decode())
 
 
 def configure(stream: Any = None, level: int = logging.INFO) -> None:

@@ -109,7 +109,11 @@ class Metrics:
         return child
 
     def review(self, endpoint: str, verdict: engine.Verdict, global_mode: str) -> None:
-        """Count one answered review and the guards that objected to it."""
+        """Count one answered review and the guards that objected to it.
+
+        A crash of the engine itself arrives here as a fail-closed verdict whose finding is an error
+        (``review.fail_closed_verdict``), so it is counted like any other internal error.
+        """
         mode = decisionlog.effective_mode(verdict, global_mode)
         self._child(self.reviews, endpoint, verdict.decision, mode).inc()
         for finding in verdict.findings:
@@ -117,11 +121,6 @@ class Metrics:
             self._child(self.guard_decisions, endpoint, finding.guard, decision, finding.mode).inc()
             if finding.error:
                 self._child(self.errors, endpoint).inc()
-
-    def engine_failure(self, endpoint: str) -> None:
-        """The engine itself crashed; the review was denied (fail closed)."""
-        self._child(self.reviews, endpoint, "deny", "enforce").inc()
-        self._child(self.errors, endpoint).inc()
 
     def response(self, endpoint: str, status: int, seconds: float) -> None:
         self._durations[endpoint].observe(seconds)

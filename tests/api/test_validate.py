@@ -161,10 +161,15 @@ def test_engine_failure_fails_closed(shipped_engine: engine.Engine, decisions: l
         response = client.post("/validate", json=reviews.namespace_delete()).json()["response"]
     assert response["allowed"] is False and response["status"]["message"].startswith("[internal-error]")
     assert "Traceback" not in response["status"]["message"]
+    assert response["auditAnnotations"] == {"decision": "deny", "guards": "internal-error"}
+    [entry] = decisions  # a fail-closed denial is logged like any other decision
+    assert entry["decision"] == "deny" and entry["guards"] == ["internal-error"]
 
 
 def test_health_and_readiness(client: fastapi.testclient.TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ok" and ready["policy"][0].endswith("rules/policy.yaml")
-    assert client.get("/validate").status_code == 405
+    wrong_method = client.get("/validate")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"] == "use POST with a JSON AdmissionReview body"
