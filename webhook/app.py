@@ -202,7 +202,8 @@ def _json(payload: Any, status: int = 200) -> fastapi.Response:
     return fastapi.Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
-def create_app(state: State, on_decision: Callable[[dict[str, Any]], None] = decisionlog.write) -> GuardApp:
+def create_app(state: State, on_decision: Callable[[dict[str, Any]], None]) -> GuardApp:
+    """The whole HTTP surface; ``on_decision`` receives one decision entry per review."""
     app = fastapi.FastAPI(title="kube-agent-guard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.guard = state
 

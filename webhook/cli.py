@@ -14,7 +14,7 @@ from webhook.tools import check, replay, report
 
 
 def _serve(args: argparse.Namespace) -> int:
-    decisionlog.configure(level=getattr(logging, args.log_level.upper()))
+    decisionlog.configure_diagnostics(getattr(logging, args.log_level.upper()))
     settings = server.Settings(
         host=args.host,
         port=args.port,

@@ -1,8 +1,8 @@
 """One JSON line per decision, for operators, ``agent-guard report`` and audit.
 
 Only identities, coordinates, guard ids and our own messages are logged: never objects, never
-Secret data. The log goes to its own logger (``agent-guard.decision``) so it can be routed apart
-from diagnostics.
+Secret data. Decision lines go to stdout (``Writer``), diagnostics to stderr, so the two can be
+routed apart.
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from __future__ import annotations
 import datetime
 import logging
 import sys
-from typing import Any
+import threading
+from typing import Any, BinaryIO
 
 import orjson
 
 from webhook import attributes, engine
-
-LOGGER_NAME = "agent-guard.decision"
-log = logging.getLogger(LOGGER_NAME)
 
 
 def _now() -> str:
@@ -95,23 +93,30 @@ def access_entry(
     )
 
 
-def write(entry: dict[str, Any]) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info(orjson.dumps(entry).decode())
+class Writer:
+    """Decision lines straight to a binary stream: one JSON object and a newline each, flushed.
+
+    The stdlib ``logging`` path (records, caller lookup, formatting) cost more than judging a
+    typical request, and decision lines need none of it: they are data, always written, never
+    filtered by ``--log-level``. Diagnostics keep using ``logging`` (``configure_diagnostics``).
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()  # the reload thread may log too; lines must never interleave
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
 
 
-def configure(stream: Any = None, level: int = logging.INFO) -> None:
-    """Decision lines go bare to stdout; diagnostics go to stderr with a level prefix."""
-    decisions = logging.getLogger(LOGGER_NAME)
-    decisions.handlers.clear()
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    decisions.addHandler(handler)
-    decisions.setLevel(level)
-    decisions.propagate = False
+def configure_diagnostics(level: int = logging.INFO) -> None:
+    """Diagnostics go to stderr with a time and level prefix (decision lines go to stdout)."""
     root = logging.getLogger()
     if not root.handlers:
         diagnostics = logging.StreamHandler(sys.stderr)
         diagnostics.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(diagnostics)
-    root.setLevel(logging.INFO)
+    root.setLevel(level)

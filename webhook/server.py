@@ -16,6 +16,7 @@ import logging
 import signal
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 import uvicorn
 
-from webhook import app, certs, engine, metrics, policy, reload
+from webhook import app, certs, decisionlog, engine, metrics, policy, reload
 
 log = logging.getLogger("agent-guard.server")
 
@@ -171,7 +172,8 @@ def build(settings: Settings) -> Server:
         reload.PolicyReloader(settings.rules, settings.mode, state),
         reload.CertificateReloader(paths, context, state),
     )
-    config = uvicorn_config(app.create_app(state), settings, context)
+    asgi = app.create_app(state, on_decision=decisionlog.Writer(sys.stdout.buffer))
+    config = uvicorn_config(asgi, settings, context)
     log.info(
         "policy %s (mode %s); serving https://%s:%d",
         ", ".join(state.engine.policy.sources),
