@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test unit e2e lint certs clean
+.PHONY: install run test unit e2e demo lint certs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -33,6 +33,9 @@ unit: $(STAMP) ## everything but the end-to-end suite
 
 e2e: $(STAMP) ## only the end-to-end suite (real kube-apiserver + etcd, built on first use)
 	$(BIN)/pytest -m e2e $(ARGS)
+
+demo: $(STAMP) ## real kube-apiserver + etcd + the guard; prints kubeconfigs and commands to try (Ctrl-C stops)
+	$(BIN)/python -m tests.e2e.demo $(ARGS)
 
 test: lint ## lint, then the whole suite including end to end
 	$(BIN)/pytest $(ARGS)
