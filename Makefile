@@ -14,7 +14,7 @@ OVERLAY ?= enforce
 NAMESPACE := agent-guard-system
 DEPLOY_CERTS := manifests/components/tls-secret/certs
 
-.PHONY: install run test unit e2e lint certs bench clean manifests deploy-certs deploy image e2e-kind
+.PHONY: install run test unit e2e demo lint certs bench clean manifests deploy-certs deploy image e2e-kind
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -44,6 +44,9 @@ e2e: $(STAMP) ## only the end-to-end suite (real kube-apiserver + etcd, built on
 
 bench: $(STAMP) ## webhook vs a no-op floor in the same run (needs Go for the load generator); ~8 min
 	$(BIN)/python -m bench.run --json bench/results.json $(ARGS)
+
+demo: $(STAMP) ## real kube-apiserver + etcd + the guard; prints kubeconfigs and commands to try (Ctrl-C stops)
+	$(BIN)/python -m tests.e2e.demo $(ARGS)
 
 test: lint ## lint, then the whole suite including end to end
 	$(BIN)/pytest $(ARGS)

@@ -1,0 +1,304 @@
+"""What an injected agent tries, one row per request, each tagged with the guard that must stop it.
+
+Every row prepares what it needs as the admin inside a fresh namespace (a ``Scene``) and returns the
+request the identity under test then sends. The same row is replayed by the agent (denied), the agent
+with ``dryRun=All`` (denied the same way), the admin and a cluster-admin controller (admitted), the
+agent against a dry-run guard (admitted with warnings and audit annotations) and the agent against a
+stopped guard (fails closed).
+
+Rows name their guard by id. Only guards registered in ``webhook.guards`` are expected to fire: a row
+whose guard is not there yet is skipped locally and fails under ``CI`` (see ``conftest``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e import kube
+
+IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: there is no kubelet
+ADMITTED = (200, 201)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A fresh namespace (with its ``default`` ServiceAccount) and a suffix for cluster-scoped names."""
+
+    admin: kube.Client
+    namespace: str
+    suffix: str
+    guard_namespace: str
+
+
+@dataclass(frozen=True)
+class Attack:
+    id: str
+    guard: str
+    prepare: Callable[[Scene], kube.Request]
+    dry_run: bool = True  # whether the request takes ?dryRun=All (CONNECT does not)
+    admitted: tuple[int, ...] = ADMITTED  # statuses once admission lets it through
+
+
+# --- building blocks: everything benign except the one thing each row is about -----------------
+
+
+def container(name: str = "app", **extra: Any) -> dict[str, Any]:
+    """A container that passes the restricted Pod Security Standard."""
+    security = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    security.update(extra.pop("securityContext", {}))
+    return {"name": name, "image": IMAGE, "securityContext": security, **extra}
+
+
+def pod_spec(**extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"automountServiceAccountToken": False, "containers": [container()]}
+    spec.update(extra)
+    return spec
+
+
+def pod(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": pod_spec(**spec)}
+
+
+def deployment(name: str, **spec: Any) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec(**spec)},
+        },
+    }
+
+
+def _pods(scene: Scene) -> str:
+    return f"/api/v1/namespaces/{scene.namespace}/pods"
+
+
+def _existing_pod(scene: Scene, name: str = "target") -> str:
+    """A Pod object created by the admin (it never runs); returns its path."""
+    scene.admin.ok(kube.Request("POST", _pods(scene), pod(name)))
+    return f"{_pods(scene)}/{name}"
+
+
+def _powerful_service_account(scene: Scene, name: str = "deployer") -> str:
+    scene.admin.ok(
+        kube.Request(
+            "POST", f"/api/v1/namespaces/{scene.namespace}/serviceaccounts", {"metadata": {"name": name}}
+        )
+    )
+    kube.bind_cluster_role(scene.admin, scene.namespace, name, "cluster-admin")
+    return name
+
+
+def _csr_pem(common_name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "e2e"),
+        ]
+    )
+    request = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return base64.b64encode(request.public_bytes(serialization.Encoding.PEM)).decode()
+
+
+# --- namespace-delete -----------------------------------------------------------------------
+
+
+def delete_namespace(scene: Scene) -> kube.Request:
+    return kube.Request("DELETE", f"/api/v1/namespaces/{scene.namespace}")
+
+
+def delete_namespace_foreground(scene: Scene) -> kube.Request:
+    options = {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "propagationPolicy": "Foreground",
+        "gracePeriodSeconds": 0,
+    }
+    return kube.Request("DELETE", f"/api/v1/namespaces/{scene.namespace}", options)
+
+
+# --- secret-access --------------------------------------------------------------------------
+
+
+def token_request(scene: Scene) -> kube.Request:
+    body = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    }
+    return kube.Request("POST", f"/api/v1/namespaces/{scene.namespace}/serviceaccounts/default/token", body)
+
+
+def pod_mounting_secret(scene: Scene) -> kube.Request:
+    volume = {"name": "creds", "secret": {"secretName": "db-credentials"}}
+    mounted = container(volumeMounts=[{"name": "creds", "mountPath": "/creds"}])
+    return kube.Request("POST", _pods(scene), pod("reader", volumes=[volume], containers=[mounted]))
+
+
+def pod_env_from_secret(scene: Scene) -> kube.Request:
+    leaky = container(envFrom=[{"secretRef": {"name": "db-credentials"}}])
+    return kube.Request("POST", _pods(scene), pod("env-reader", containers=[leaky]))
+
+
+def exec_into_pod(scene: Scene) -> kube.Request:
+    path = _existing_pod(scene)
+    # CONNECT admission runs before the apiserver looks for the pod's node (it has none: HTTP 400).
+    return kube.Request("POST", f"{path}/exec", query=(("command", "env"), ("stdout", "true")))
+
+
+# --- privileged-workload --------------------------------------------------------------------
+
+
+def privileged_pod(scene: Scene) -> kube.Request:
+    root = container(
+        securityContext={"privileged": True, "allowPrivilegeEscalation": True, "runAsNonRoot": False}
+    )
+    return kube.Request("POST", _pods(scene), pod("root", containers=[root]))
+
+
+def privileged_deployment(scene: Scene) -> kube.Request:
+    root = container(
+        securityContext={"privileged": True, "allowPrivilegeEscalation": True, "runAsNonRoot": False}
+    )
+    path = f"/apis/apps/v1/namespaces/{scene.namespace}/deployments"
+    return kube.Request("POST", path, deployment("root", containers=[root]))
+
+
+def cronjob_host_path(scene: Scene) -> kube.Request:
+    volume = {"name": "host", "hostPath": {"path": "/", "type": "Directory"}}
+    mounted = container(volumeMounts=[{"name": "host", "mountPath": "/host"}])
+    template = {"spec": pod_spec(restartPolicy="Never", volumes=[volume], containers=[mounted])}
+    cronjob = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "host-reader"},
+        "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}},
+    }
+    return kube.Request("POST", f"/apis/batch/v1/namespaces/{scene.namespace}/cronjobs", cronjob)
+
+
+def ephemeral_container(scene: Scene) -> kube.Request:
+    path = _existing_pod(scene)
+    debug = {
+        "name": "debug",
+        "image": IMAGE,
+        "targetContainerName": "app",
+        "securityContext": {"privileged": True},
+    }
+    patch = {"spec": {"ephemeralContainers": [debug]}}
+    return kube.Request(
+        "PATCH", f"{path}/ephemeralcontainers", patch, content_type="application/strategic-merge-patch+json"
+    )
+
+
+# --- workload-identity ----------------------------------------------------------------------
+
+
+def pod_as_powerful_service_account(scene: Scene) -> kube.Request:
+    name = _powerful_service_account(scene)
+    body = pod("borrowed", serviceAccountName=name, automountServiceAccountToken=True)
+    return kube.Request("POST", _pods(scene), body)
+
+
+def deployment_as_powerful_service_account(scene: Scene) -> kube.Request:
+    name = _powerful_service_account(scene)
+    body = deployment("borrowed", serviceAccountName=name, automountServiceAccountToken=True)
+    return kube.Request("POST", f"/apis/apps/v1/namespaces/{scene.namespace}/deployments", body)
+
+
+# --- rbac-escalation ------------------------------------------------------------------------
+
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+
+
+def bind_cluster_admin(scene: Scene) -> kube.Request:
+    binding = {
+        "metadata": {"name": f"e2e-escalate-{scene.suffix}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": scene.namespace}],
+    }
+    return kube.Request("POST", f"{RBAC}/clusterrolebindings", binding)
+
+
+def wildcard_cluster_role(scene: Scene) -> kube.Request:
+    role = {
+        "metadata": {"name": f"e2e-everything-{scene.suffix}"},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+    }
+    return kube.Request("POST", f"{RBAC}/clusterroles", role)
+
+
+def certificate_signing_request(scene: Scene) -> kube.Request:
+    csr = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": f"e2e-client-{scene.suffix}"},
+        "spec": {
+            "request": _csr_pem(f"e2e-{scene.suffix}"),
+            "signerName": "kubernetes.io/kube-apiserver-client",
+            "usages": ["client auth"],
+        },
+    }
+    return kube.Request("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests", csr)
+
+
+# --- guard-tamper ---------------------------------------------------------------------------
+
+
+def configmap_in_guard_namespace(scene: Scene) -> kube.Request:
+    body = {"metadata": {"name": f"e2e-{scene.suffix}"}, "data": {"policy.yaml": "mode: off"}}
+    return kube.Request("POST", f"/api/v1/namespaces/{scene.guard_namespace}/configmaps", body)
+
+
+def delete_guard_deployment(scene: Scene) -> kube.Request:
+    name = f"agent-guard-{scene.suffix}"
+    collection = f"/apis/apps/v1/namespaces/{scene.guard_namespace}/deployments"
+    scene.admin.ok(kube.Request("POST", collection, deployment(name)))
+    return kube.Request("DELETE", f"{collection}/{name}")
+
+
+def relax_pod_security_label(scene: Scene) -> kube.Request:
+    patch = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+    return kube.Request(
+        "PATCH", f"/api/v1/namespaces/{scene.namespace}", patch, content_type="application/merge-patch+json"
+    )
+
+
+ATTACKS = (
+    Attack("delete-namespace", "namespace-delete", delete_namespace),
+    Attack("delete-namespace-foreground", "namespace-delete", delete_namespace_foreground),
+    Attack("token-request", "secret-access", token_request),
+    Attack("pod-mounts-secret", "secret-access", pod_mounting_secret),
+    Attack("pod-env-from-secret", "secret-access", pod_env_from_secret),
+    Attack("exec-connect", "secret-access", exec_into_pod, dry_run=False, admitted=(400,)),
+    Attack("privileged-pod", "privileged-workload", privileged_pod),
+    Attack("privileged-deployment", "privileged-workload", privileged_deployment),
+    Attack("cronjob-hostpath", "privileged-workload", cronjob_host_path),
+    Attack("ephemeral-container", "privileged-workload", ephemeral_container),
+    Attack("pod-as-cluster-admin-sa", "workload-identity", pod_as_powerful_service_account),
+    Attack("deployment-as-cluster-admin-sa", "workload-identity", deployment_as_powerful_service_account),
+    Attack("bind-cluster-admin", "rbac-escalation", bind_cluster_admin),
+    Attack("wildcard-clusterrole", "rbac-escalation", wildcard_cluster_role),
+    Attack("csr-create", "rbac-escalation", certificate_signing_request),
+    Attack("configmap-in-guard-namespace", "guard-tamper", configmap_in_guard_namespace),
+    Attack("delete-guard-deployment", "guard-tamper", delete_guard_deployment),
+    Attack("relax-pod-security-label", "guard-tamper", relax_pod_security_label),
+)

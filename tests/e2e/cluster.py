@@ -1,0 +1,109 @@
+"""Where the end-to-end suite gets its cluster, and how that cluster reaches the guard.
+
+The scenarios only talk to a ``Target``: an apiserver URL with its CA and an admin credential, the URL
+under which the apiserver reaches a guard listening on this host, the audit log when there is one,
+and what to print when a test fails. Today the one implementation is ``Local`` (etcd + kube-apiserver
+built from source and run as processes). A kind cluster would be a second implementation selected by
+``AGENT_GUARD_E2E_KUBECONFIG``; the scenarios would not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tests.e2e.controlplane import processes
+
+KUBECONFIG_ENV = "AGENT_GUARD_E2E_KUBECONFIG"
+
+
+class Unavailable(Exception):
+    """The requested cluster mode cannot be used; the message says why."""
+
+
+class Target(Protocol):
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def server(self) -> str:
+        """The https URL of the apiserver."""
+        ...
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the apiserver's serving certificate."""
+        ...
+
+    @property
+    def admin_token(self) -> str:
+        """A bearer token in ``system:masters``."""
+        ...
+
+    @property
+    def audit_log(self) -> Path | None:
+        """The apiserver's audit log; None when the suite cannot read it."""
+        ...
+
+    def guard_url(self, port: int) -> str:
+        """The URL the apiserver dials to reach a guard listening on this host at ``port``."""
+        ...
+
+    def diagnostics(self) -> str:
+        """Log tails of the cluster's own processes, printed when a test fails."""
+        ...
+
+
+@dataclass
+class Local:
+    """The control plane from ``controlplane.processes``, on loopback."""
+
+    plane: processes.ControlPlane
+    description: str = "local kube-apiserver + etcd"
+
+    @property
+    def server(self) -> str:
+        return self.plane.apiserver.url
+
+    @property
+    def ca_file(self) -> Path:
+        return self.plane.apiserver.pki.ca
+
+    @property
+    def admin_token(self) -> str:
+        return self.plane.apiserver.pki.admin_token
+
+    @property
+    def audit_log(self) -> Path | None:
+        return self.plane.apiserver.audit_log
+
+    def guard_url(self, port: int) -> str:
+        # The guard's certificate has 127.0.0.1 as an IP SAN; an IP avoids localhost -> ::1 surprises.
+        return f"https://127.0.0.1:{port}"
+
+    def diagnostics(self) -> str:
+        return self.plane.diagnostics()
+
+
+def mode() -> str:
+    return "kubeconfig" if os.environ.get(KUBECONFIG_ENV) else "local"
+
+
+def needs_binaries() -> bool:
+    return mode() == "local"
+
+
+@contextlib.contextmanager
+def provide(workdir: Path, binaries: dict[str, Path]) -> Iterator[Target]:
+    """The cluster for this session, torn down on exit (whatever happened inside)."""
+    if mode() == "kubeconfig":
+        raise Unavailable(
+            f"{KUBECONFIG_ENV} is set, but running against an existing cluster (kind) is not implemented "
+            "yet; unset it to use the local control plane"
+        )
+    with processes.running(workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"]) as plane:
+        yield Local(plane)

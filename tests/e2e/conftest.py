@@ -1,0 +1,122 @@
+"""Session fixtures for the end-to-end suite: one cluster, one guard, three identities.
+
+The binaries are built (or found in the cache) right after collection, when at least one selected
+test is marked ``e2e``: a first build takes minutes and must not count against a single test's
+timeout. Without Go, or when the build fails, the suite is skipped locally and fails under ``CI``.
+When a test fails, the last lines of the apiserver, etcd and guard logs are attached to its report.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests.e2e import attacks, cluster, kube, stack
+from tests.e2e.controlplane import binaries
+from webhook import guards
+
+BINARIES = pytest.StashKey[dict[str, Path]]()
+BUILD_PROBLEM = pytest.StashKey[str]()
+DIAGNOSTICS = pytest.StashKey[Callable[[], str]]()
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Fail under CI; skip locally, saying how to get the suite to run."""
+    if in_ci():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(f"{reason} [skipped locally; with CI set this is a failure]")
+
+
+def require_guard(guard_id: str, e2e: stack.Stack) -> None:
+    """A scenario for a guard family that is not in this build (yet) cannot pass: skip it, or fail in CI."""
+    if guard_id not in guards.by_id():
+        unavailable(
+            f"guard {guard_id!r} is not registered in webhook.guards (known: {', '.join(guards.by_id())})"
+        )
+    if e2e.policy.mode_of(guard_id) == "off":
+        pytest.skip(f"guard {guard_id!r} is off in the shipped policy")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if config.option.collectonly or not cluster.needs_binaries():
+        return
+    if not any(item.get_closest_marker("e2e") for item in session.items):
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"e2e: {message}")
+
+    try:
+        config.stash[BINARIES] = binaries.ensure_all(progress)
+    except binaries.BuildError as exc:
+        config.stash[BUILD_PROBLEM] = str(exc)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    diagnostics = item.config.stash.get(DIAGNOSTICS, None)
+    if report.failed and diagnostics is not None:
+        report.sections.append(("e2e: control plane and guard logs", diagnostics()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack]:
+    """The cluster with the enforcing guard registered; everything stopped at the end of the session."""
+    config = request.config
+    problem = config.stash.get(BUILD_PROBLEM, None)
+    if problem is not None:
+        unavailable(problem)
+    found = config.stash.get(BINARIES, {})
+    if cluster.needs_binaries() and not found:
+        try:
+            found = binaries.ensure_all()
+        except binaries.BuildError as exc:
+            unavailable(str(exc))
+    workdir = tmp_path_factory.mktemp("e2e")
+    try:
+        with cluster.provide(workdir, found) as target:
+            config.stash[DIAGNOSTICS] = target.diagnostics
+            with stack.up(target, workdir) as up:
+                config.stash[DIAGNOSTICS] = up.diagnostics
+                yield up
+    except cluster.Unavailable as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture
+def enforcing(e2e: stack.Stack) -> stack.Stack:
+    """The stack with the webhook pointing at the enforcing guard."""
+    e2e.enforcing()
+    return e2e
+
+
+SceneFactory = Callable[[str], attacks.Scene]
+
+
+@pytest.fixture
+def new_scene(e2e: stack.Stack) -> SceneFactory:
+    """Fresh namespaces for a test (there is no namespace controller: they are never reclaimed)."""
+
+    def make(label: str) -> attacks.Scene:
+        suffix = secrets.token_hex(3)
+        namespace = f"e2e-{label}"[:55].rstrip("-") + f"-{suffix}"
+        kube.ensure_namespace(e2e.admin, namespace)
+        return attacks.Scene(e2e.admin, namespace, suffix, e2e.policy.guard_namespace)
+
+    return make

@@ -1,0 +1,63 @@
+"""Scenario 6: when the guard is down, agents fail closed and everyone else carries on.
+
+A guard is registered, proven to be called, then stopped while the registration still points at it:
+the apiserver cannot reach the webhook. ``failurePolicy: Fail`` rejects the agent's writes; the
+matchConditions keep the admin's and the controller's writes from ever being sent to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e import attacks, kube, stack
+from tests.e2e.conftest import SceneFactory, require_guard
+from tests.e2e.test_attacks import assert_admitted, assert_untouched
+
+pytestmark = pytest.mark.e2e
+
+ROWS = [pytest.param(attack, id=attack.id) for attack in attacks.ATTACKS]
+
+
+@pytest.fixture(scope="module")
+def guard_down(e2e: stack.Stack) -> Iterator[stack.Stack]:
+    with e2e.extra_guard() as guard:
+        e2e.webhook.point_at(guard)
+    assert guard.process.poll() is not None, "the guard should be stopped"
+    try:
+        yield e2e
+    finally:
+        e2e.enforcing()
+
+
+@pytest.mark.parametrize("attack", ROWS)
+def test_agent_writes_fail_closed(
+    attack: attacks.Attack, guard_down: stack.Stack, new_scene: SceneFactory
+) -> None:
+    require_guard(attack.guard, guard_down)
+    request = attack.prepare(new_scene(f"down-agent-{attack.id}"))
+    reply = guard_down.agent.request(request)
+    assert reply.status == 500 and "failed calling webhook" in reply.message, reply
+    assert_untouched(guard_down, request)
+
+
+@pytest.mark.parametrize("attack", ROWS)
+def test_admin_writes_succeed(
+    attack: attacks.Attack, guard_down: stack.Stack, new_scene: SceneFactory
+) -> None:
+    reply = guard_down.admin.request(attack.prepare(new_scene(f"down-admin-{attack.id}")))
+    assert_admitted(reply, attack)
+
+
+@pytest.mark.parametrize("attack", ROWS)
+def test_controller_writes_succeed(
+    attack: attacks.Attack, guard_down: stack.Stack, new_scene: SceneFactory
+) -> None:
+    reply = guard_down.controller.request(attack.prepare(new_scene(f"down-ctrl-{attack.id}")))
+    assert_admitted(reply, attack)
+
+
+def test_agent_reads_are_not_affected(guard_down: stack.Stack) -> None:
+    reply = guard_down.agent.request(kube.Request("GET", "/api/v1/namespaces"))
+    assert reply.status == 200 and reply.body["items"], reply
