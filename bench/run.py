@@ -6,7 +6,9 @@
 4. Open-loop latency at fixed rates (500 and 1,000 req/s): p50/p99/p99.9.
 5. The same with 2 workers, if the server supports ``--workers``.
 6. Engine-only micro-benchmark per guard family (no HTTP).
-7. A memory soak at 1,000 req/s (RSS at start and end).
+7. A memory soak at 1,000 req/s (RSS at start and end; ``--soak 300`` for the 5-minute one).
+8. End-to-end cost: agent pod creations through a real kube-apiserver with and without the guard
+   (``bench.e2e_cost``; needs the e2e control plane, built on first use).
 
 Results print as a table and are written as JSON (``--json``) for BENCHMARKS.md.
 """
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import micro, mix
+from bench import e2e_cost, micro, mix
 from tests import reviews, serving
 from webhook import certs
 
@@ -146,7 +148,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per load run")
-    parser.add_argument("--soak", type=float, default=300, help="soak seconds at 1,000 req/s (0: skip)")
+    parser.add_argument("--soak", type=float, default=60, help="soak seconds at 1,000 req/s (0: skip)")
+    parser.add_argument(
+        "--e2e-pods",
+        type=int,
+        default=400,
+        help="pod creations per condition through a real apiserver (0: skip)",
+    )
     parser.add_argument("--conns", type=int, default=32, help="connections for max-throughput runs")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args()
@@ -233,6 +241,16 @@ def main() -> int:
                 after = rss_kib(guard.process.pid)
             results["soak"] = {"seconds": args.soak, "rss_start_kib": before, "rss_end_kib": after, **soak}
             print(f"[soak] {args.soak:.0f}s @1000/s: {fmt(soak)}  RSS {before} -> {after} KiB", flush=True)
+
+    if args.e2e_pods > 0:
+        cost = e2e_cost.run(args.e2e_pods, rounds=4)
+        results["e2e"] = cost
+        print(
+            f"[e2e] agent pod creation through kube-apiserver: median {cost['without_guard']['median_ms']:.2f} -> "
+            f"{cost['with_guard']['median_ms']:.2f} ms, p99 {cost['without_guard']['p99_ms']:.2f} -> "
+            f"{cost['with_guard']['p99_ms']:.2f} ms ({cost['pods_per_condition']} pods each)",
+            flush=True,
+        )
 
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
