@@ -62,14 +62,14 @@ def run(pods: int, rounds: int) -> dict[str, Any]:
             kube.ensure_namespace(e2e.admin, NAMESPACE)
             _create(e2e.agent, [f"warm-{i}" for i in range(20)])  # connections, caches, informers
             for index in range(rounds):
-                e2e.webhook.point_at(e2e.guard)
+                e2e.webhook.point_at(e2e.local_guard())
                 results["with_guard"] += _create(e2e.agent, [f"with-{index}-{i}" for i in range(per_round)])
                 e2e.webhook.remove()
                 time.sleep(1.0)  # let the apiserver's webhook informer drop the configuration
                 results["without_guard"] += _create(
                     e2e.agent, [f"without-{index}-{i}" for i in range(per_round)]
                 )
-            calls = e2e.guard.output().count('"name":"with-')
+            calls = e2e.local_guard().output().count('"name":"with-')
     with_guard, without = _summary(results["with_guard"]), _summary(results["without_guard"])
     return {
         "pods_per_condition": with_guard["count"],

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,31 +29,28 @@ from pathlib import Path
 from typing import Any
 
 from bench import e2e_cost, micro, mix
-from tests import reviews, serving
+from tests import gotools, reviews, serving
 from webhook import certs
 
 LOADGEN_SRC = Path(__file__).resolve().parent / "loadgen"
 
 
-def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "kube-agent-guard" / "tools"
+def loadgen_tool() -> gotools.Tool:
+    """The load generator, cached per source version (``tests.gotools`` builds it under a lock)."""
+    return gotools.Tool(
+        name="the load generator",
+        module_dir=LOADGEN_SRC,
+        package=".",
+        target=gotools.cache_root() / "tools" / f"loadgen-{gotools.source_digest(LOADGEN_SRC)}",
+        purpose="make bench builds its load generator (a small Go program)",
+    )
 
 
 def build_loadgen() -> Path:
-    """Build the load generator once per source version (go build caches the rest)."""
-    if shutil.which("go") is None:
-        raise SystemExit("make bench needs Go (the load generator is a small Go program); install Go first")
-    digest = hashlib.sha256()
-    for path in sorted(LOADGEN_SRC.glob("*")):
-        digest.update(path.read_bytes())
-    target = cache_dir() / f"loadgen-{digest.hexdigest()[:12]}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        subprocess.run(["go", "build", "-o", str(tmp), "."], cwd=LOADGEN_SRC, check=True)
-        os.replace(tmp, target)
-    return target
+    try:
+        return gotools.ensure(loadgen_tool(), print)
+    except gotools.BuildError as exc:
+        raise SystemExit(f"make bench: {exc}") from exc
 
 
 def load(

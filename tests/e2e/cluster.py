@@ -1,10 +1,14 @@
 """Where the end-to-end suite gets its cluster, and how that cluster reaches the guard.
 
-The scenarios only talk to a ``Target``: an apiserver URL with its CA and an admin credential, the URL
-under which the apiserver reaches a guard listening on this host, the audit log when there is one,
-and what to print when a test fails. Today the one implementation is ``Local`` (etcd + kube-apiserver
-built from source and run as processes). A kind cluster would be a second implementation selected by
-``AGENT_GUARD_E2E_KUBECONFIG``; the scenarios would not change.
+The scenarios only talk to a ``Target``: an apiserver URL with its CA and an admin credential, where
+the guard runs (a local process the apiserver dials by URL, or a Deployment inside the cluster), the
+audit log when there is one, and what to print when a test fails. Two implementations:
+
+- ``Local`` (the default): etcd + kube-apiserver built from source and run as processes; the suite
+  starts its own guard processes and registers them.
+- ``kubeconfig.Kubeconfig``, selected by ``AGENT_GUARD_E2E_KUBECONFIG`` (``make e2e-kind``): the
+  cluster of that kubeconfig's current context, the admin being its identity, with the guard already
+  deployed in ``agent-guard-system`` (``manifests/overlays/kind``); see ``incluster``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tests.e2e import kubeconfig
 from tests.e2e.controlplane import processes
 
 KUBECONFIG_ENV = "AGENT_GUARD_E2E_KUBECONFIG"
@@ -41,7 +46,17 @@ class Target(Protocol):
 
     @property
     def admin_token(self) -> str:
-        """A bearer token in ``system:masters``."""
+        """The admin's bearer token ("" when the admin authenticates with a client certificate)."""
+        ...
+
+    @property
+    def admin_client_cert(self) -> tuple[Path, Path] | None:
+        """The admin's client certificate and key files, when that is how it authenticates."""
+        ...
+
+    @property
+    def guard_in_cluster(self) -> bool:
+        """True: the guard is deployed in the cluster and the suite starts none of its own."""
         ...
 
     @property
@@ -78,6 +93,14 @@ class Local:
         return self.plane.apiserver.pki.admin_token
 
     @property
+    def admin_client_cert(self) -> tuple[Path, Path] | None:
+        return None
+
+    @property
+    def guard_in_cluster(self) -> bool:
+        return False
+
+    @property
     def audit_log(self) -> Path | None:
         return self.plane.apiserver.audit_log
 
@@ -101,9 +124,11 @@ def needs_binaries() -> bool:
 def provide(workdir: Path, binaries: dict[str, Path]) -> Iterator[Target]:
     """The cluster for this session, torn down on exit (whatever happened inside)."""
     if mode() == "kubeconfig":
-        raise Unavailable(
-            f"{KUBECONFIG_ENV} is set, but running against an existing cluster (kind) is not implemented "
-            "yet; unset it to use the local control plane"
-        )
+        try:
+            found = kubeconfig.load(Path(os.environ[KUBECONFIG_ENV]), workdir)
+        except kubeconfig.KubeconfigError as exc:
+            raise Unavailable(f"{KUBECONFIG_ENV}: {exc}") from exc
+        yield found
+        return
     with processes.running(workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"]) as plane:
         yield Local(plane)

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.e2e import attacks, cluster, kube, stack
+from tests.e2e import attacks, cluster, incluster, kube, stack
 from tests.e2e.controlplane import binaries
 from webhook import guards
 
@@ -92,7 +92,9 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     try:
         with cluster.provide(workdir, found) as target:
             config.stash[DIAGNOSTICS] = target.diagnostics
-            with stack.up(target, workdir) as up:
+            # On an existing cluster (make e2e-kind) the guard is the deployed one: see incluster.
+            provided = incluster.up(target, workdir) if target.guard_in_cluster else stack.up(target, workdir)
+            with provided as up:
                 config.stash[DIAGNOSTICS] = up.diagnostics
                 yield up
     except cluster.Unavailable as exc:

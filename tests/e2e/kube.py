@@ -30,12 +30,14 @@ class Request:
 
     method: str
     path: str
-    body: Mapping[str, Any] | None = None
+    body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None  # a JSON patch is a list
     query: Sequence[tuple[str, str]] = ()
     content_type: str = "application/json"
+    accept: str = "application/json"  # e.g. "*/*" for pods/log, which answers text/plain
 
     def dry_run(self) -> Request:
-        return Request(self.method, self.path, self.body, (*self.query, ("dryRun", "All")), self.content_type)
+        query = (*self.query, ("dryRun", "All"))
+        return Request(self.method, self.path, self.body, query, self.content_type, self.accept)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Reply:
     body: dict[str, Any]
     headers: Mapping[str, str]
     warnings: tuple[str, ...] = ()
+    text: str = ""  # the body as received (pods/log answers text/plain)
 
     @property
     def message(self) -> str:
@@ -69,19 +72,22 @@ def parse_warnings(values: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass
 class Client:
-    """An identity on the target cluster: ``name`` for messages, a bearer token, typed APIs."""
+    """An identity on the target cluster: ``name`` for messages, a bearer token or a client
+    certificate (a kind kubeconfig's admin), typed APIs."""
 
     name: str
     target: cluster.Target
     token: str
+    client_cert: tuple[Path, Path] | None = None  # (certificate, key) files
     api: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        configuration = kubernetes.client.Configuration(
-            host=self.target.server,
-            api_key={"BearerToken": self.token},
-            api_key_prefix={"BearerToken": "Bearer"},
-        )
+        configuration = kubernetes.client.Configuration(host=self.target.server)
+        if self.token:
+            configuration.api_key = {"BearerToken": self.token}
+            configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        if self.client_cert is not None:
+            configuration.cert_file, configuration.key_file = map(str, self.client_cert)
         configuration.ssl_ca_cert = str(self.target.ca_file)
         self.api = kubernetes.client.ApiClient(configuration)
 
@@ -105,7 +111,9 @@ class Client:
         url = self.target.server + request.path
         if request.query:
             url += "?" + urllib.parse.urlencode(list(request.query))
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {"Accept": request.accept}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         payload = None
         if request.body is not None:
             headers["Content-Type"] = request.content_type
@@ -125,6 +133,7 @@ class Client:
             body,
             {key: value for key, value in answer.headers.items()},
             parse_warnings(answer.headers.getlist("Warning")),
+            text,
         )
 
     def ok(self, request: Request) -> Reply:
@@ -142,6 +151,11 @@ class Client:
         if not 200 <= reply.status < 300:
             raise AssertionError(f"{self.name}: creating under {path} failed: {reply}")
         return reply
+
+
+def admin(target: cluster.Target) -> Client:
+    """The target's admin: a static token locally, the kubeconfig's identity on an existing cluster."""
+    return Client("admin", target, target.admin_token, target.admin_client_cert)
 
 
 def ensure_namespace(admin: Client, name: str, labels: Mapping[str, str] | None = None) -> None:

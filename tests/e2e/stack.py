@@ -113,7 +113,7 @@ class Stack:
     agent: kube.Client
     controller: kube.Client
     webhook: Webhook
-    guard: serving.Guard  # the enforcing guard the webhook normally points at
+    guard: serving.Guard | None  # the enforcing guard the webhook normally points at; None: in the cluster
     guards: list[serving.Guard] = field(default_factory=list)
 
     @contextlib.contextmanager
@@ -123,9 +123,15 @@ class Stack:
             self.guards.append(guard)
             yield guard
 
+    def local_guard(self) -> serving.Guard:
+        """The enforcing guard process; an existing cluster's guard is deployed in it (``incluster``)."""
+        if self.guard is None:
+            raise StackError("the guard runs in the cluster: there is no local guard process")
+        return self.guard
+
     def enforcing(self) -> None:
         """Point the webhook back at the enforcing guard (a no-op when it already is)."""
-        self.webhook.point_at(self.guard)
+        self.webhook.point_at(self.local_guard())
 
     def diagnostics(self, lines: int = 40) -> str:
         parts = [self.target.diagnostics()]

@@ -2,7 +2,8 @@
 
 A guard is registered, proven to be called, then stopped while the registration still points at it:
 the apiserver cannot reach the webhook. ``failurePolicy: Fail`` rejects the agent's writes; the
-matchConditions keep the admin's and the controller's writes from ever being sent to it.
+matchConditions keep the admin's and the controller's writes from ever being sent to it. On an
+existing cluster (kind) the deployed guard's Deployment is scaled to 0 instead, and scaled back after.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e import attacks, kube, stack
+from tests.e2e import attacks, incluster, kube, stack
 from tests.e2e.conftest import SceneFactory, require_guard
 from tests.e2e.test_attacks import assert_admitted, assert_untouched
 
@@ -22,6 +23,10 @@ ROWS = [pytest.param(attack, id=attack.id) for attack in attacks.ATTACKS]
 
 @pytest.fixture(scope="module")
 def guard_down(e2e: stack.Stack) -> Iterator[stack.Stack]:
+    if isinstance(e2e, incluster.InClusterStack):  # kind: no replica of the deployed guard running
+        with e2e.scaled_down():
+            yield e2e
+        return
     with e2e.extra_guard() as guard:
         e2e.webhook.point_at(guard)
     assert guard.process.poll() is not None, "the guard should be stopped"
