@@ -118,26 +118,6 @@ def test_overlay_is_accepted_by_server_side_apply(
     assert_not_stored(e2e, resource, webhook)
 
 
-def test_cert_manager_objects_are_accepted(
-    rendered: dict[str, rendering.Documents], discovery: serverside.Discovery, e2e: stack.Stack
-) -> None:
-    ours = [doc for doc in rendered["cert-manager"] if group_of(doc) == CERT_MANAGER_GROUP]
-    assert {doc["kind"] for doc in ours} == {"Issuer", "Certificate"}, ours
-    missing = sorted({doc["apiVersion"] for doc in ours if discovery.resource(doc) is None})
-    if missing:
-        pytest.skip(
-            f"{', '.join(missing)} is not served by this cluster: cert-manager's CRDs are not installed "
-            f"(the local control plane has none), so its {len(ours)} Issuer/Certificate objects cannot be "
-            "applied; the rest of the cert-manager overlay is checked by "
-            "test_overlay_is_accepted_by_server_side_apply[cert-manager]"
-        )
-    for obj in ours:
-        resource = discovery.resource(obj)
-        assert resource is not None
-        reply = apply_dry_run(e2e, resource, obj)
-        assert not reply.warnings, f"{describe(obj)}: warnings {reply.warnings}"
-
-
 def labelled_like(e2e: stack.Stack, namespace: dict[str, Any]) -> str:
     """A fresh namespace carrying the rendered Namespace's Pod Security labels, for real."""
     labels = {k: v for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security.")}
