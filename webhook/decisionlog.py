@@ -7,10 +7,11 @@ routed apart.
 
 from __future__ import annotations
 
-import datetime
+import functools
 import logging
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 import orjson
@@ -18,8 +19,16 @@ import orjson
 from webhook import attributes, engine
 
 
+@functools.lru_cache(maxsize=4)
+def _second(epoch_second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
+
+
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC with milliseconds (``2026-11-24T08:49:39.302Z``); the seconds part is formatted once a second."""
+    now = time.time()
+    second = int(now)
+    return f"{_second(second)}.{int((now - second) * 1000):03d}Z"
 
 
 def effective_mode(verdict: engine.Verdict, global_mode: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
+import re
 import threading
 
 from webhook import decisionlog
@@ -34,3 +36,12 @@ def test_non_ascii_is_kept_as_utf8() -> None:
     sink = io.BytesIO()
     decisionlog.Writer(sink)({"name": "prüfung"})
     assert sink.getvalue() == '{"name":"prüfung"}\n'.encode()
+
+
+def test_time_is_utc_iso_8601_with_milliseconds() -> None:
+    before = datetime.datetime.now(datetime.UTC)
+    stamp = decisionlog._now()
+    after = datetime.datetime.now(datetime.UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - datetime.timedelta(milliseconds=1) <= parsed <= after
