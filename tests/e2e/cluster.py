@@ -3,7 +3,9 @@
 The scenarios only talk to a ``Target``: an apiserver URL with its CA and an admin credential, the URL
 under which the apiserver reaches a guard listening on this host, the audit log when there is one,
 and what to print when a test fails. Today the one implementation is ``Local`` (etcd + kube-apiserver
-built from source and run as processes). A kind cluster would be a second implementation selected by
+built from source and run as processes). The apiserver reads its authorizer chain once, at start-up,
+so ``provide`` takes the ``AuthorizationConfiguration`` file, and ``guard_url`` is known before the
+cluster exists (the file names the guard's URL). A kind cluster would be a second implementation selected by
 ``AGENT_GUARD_E2E_KUBECONFIG``; the scenarios would not change.
 """
 
@@ -82,11 +84,16 @@ class Local:
         return self.plane.apiserver.audit_log
 
     def guard_url(self, port: int) -> str:
-        # The guard's certificate has 127.0.0.1 as an IP SAN; an IP avoids localhost -> ::1 surprises.
-        return f"https://127.0.0.1:{port}"
+        return guard_url(port)
 
     def diagnostics(self) -> str:
         return self.plane.diagnostics()
+
+
+def guard_url(port: int) -> str:
+    """Where the cluster of this mode reaches a guard on this host at ``port`` (``Target.guard_url``)."""
+    # The guard's certificate has 127.0.0.1 as an IP SAN; an IP avoids localhost -> ::1 surprises.
+    return f"https://127.0.0.1:{port}"
 
 
 def mode() -> str:
@@ -98,12 +105,14 @@ def needs_binaries() -> bool:
 
 
 @contextlib.contextmanager
-def provide(workdir: Path, binaries: dict[str, Path]) -> Iterator[Target]:
-    """The cluster for this session, torn down on exit (whatever happened inside)."""
+def provide(workdir: Path, binaries: dict[str, Path], authorization_config: Path) -> Iterator[Target]:
+    """The cluster for this session, authorizing with ``authorization_config``; torn down on exit."""
     if mode() == "kubeconfig":
         raise Unavailable(
             f"{KUBECONFIG_ENV} is set, but running against an existing cluster (kind) is not implemented "
             "yet; unset it to use the local control plane"
         )
-    with processes.running(workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"]) as plane:
+    with processes.running(
+        workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"], authorization_config
+    ) as plane:
         yield Local(plane)

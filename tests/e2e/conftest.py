@@ -1,4 +1,4 @@
-"""Session fixtures for the end-to-end suite: one cluster, one guard, three identities.
+"""Session fixtures for the end-to-end suite: one cluster, one guard (both endpoints), three identities.
 
 The binaries are built (or found in the cache) right after collection, when at least one selected
 test is marked ``e2e``: a first build takes minutes and must not count against a single test's
@@ -77,7 +77,9 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack]:
-    """The cluster with the enforcing guard registered; everything stopped at the end of the session."""
+    """The cluster authorizing through the guard, with the enforcing guard registered for admission too.
+
+    Everything is stopped at the end of the session."""
     config = request.config
     problem = config.stash.get(BUILD_PROBLEM, None)
     if problem is not None:
@@ -90,9 +92,12 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             unavailable(str(exc))
     workdir = tmp_path_factory.mktemp("e2e")
     try:
-        with cluster.provide(workdir, found) as target:
+        with (
+            stack.prepared(workdir) as plan,
+            cluster.provide(workdir, found, plan.authorization_config) as target,
+        ):
             config.stash[DIAGNOSTICS] = target.diagnostics
-            with stack.up(target, workdir) as up:
+            with stack.up(target, plan) as up:
                 config.stash[DIAGNOSTICS] = up.diagnostics
                 yield up
     except cluster.Unavailable as exc:
@@ -101,7 +106,11 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def enforcing(e2e: stack.Stack) -> stack.Stack:
-    """The stack with the webhook pointing at the enforcing guard."""
+    """The stack with the enforcing guard answering both endpoints.
+
+    Scenario fixtures put the stack into the state they need and leave it there (see ``stack``):
+    a test that needs the enforcing guard asks for this fixture, not for ``e2e``.
+    """
     e2e.enforcing()
     return e2e
 

@@ -30,12 +30,14 @@ class Request:
 
     method: str
     path: str
-    body: Mapping[str, Any] | None = None
+    body: Mapping[str, Any] | Sequence[Any] | None = None  # a JSON patch is a list
     query: Sequence[tuple[str, str]] = ()
     content_type: str = "application/json"
+    headers: Sequence[tuple[str, str]] = ()  # e.g. ("Impersonate-User", "jane")
 
     def dry_run(self) -> Request:
-        return Request(self.method, self.path, self.body, (*self.query, ("dryRun", "All")), self.content_type)
+        query = (*self.query, ("dryRun", "All"))
+        return Request(self.method, self.path, self.body, query, self.content_type, self.headers)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,11 @@ class Client:
         url = self.target.server + request.path
         if request.query:
             url += "?" + urllib.parse.urlencode(list(request.query))
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {
+            **dict(request.headers),
+            "Authorization": f"Bearer {self.token}",
+            "Accept": "application/json",
+        }
         payload = None
         if request.body is not None:
             headers["Content-Type"] = request.content_type
@@ -142,6 +148,17 @@ class Client:
         if not 200 <= reply.status < 300:
             raise AssertionError(f"{self.name}: creating under {path} failed: {reply}")
         return reply
+
+
+def refusal(exc: kubernetes.client.ApiException) -> Reply:
+    """What a typed API call that raised got from the apiserver, as a ``Reply`` (status, Status body)."""
+    text = exc.body or ""
+    try:
+        body = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        body = {"message": text}
+    headers = exc.headers or {}
+    return Reply(int(exc.status or 0), body if isinstance(body, dict) else {"message": text}, dict(headers))
 
 
 def ensure_namespace(admin: Client, name: str, labels: Mapping[str, str] | None = None) -> None:
