@@ -9,10 +9,12 @@ answers "no opinion", RBAC allows, and only the guard's decision log says ``woul
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from tests import serving
-from tests.e2e import attacks, audit, stack
+from tests.e2e import attacks, audit, kube, stack
 from tests.e2e.conftest import SceneFactory, require_guard
 from webhook import manifests
 
@@ -48,3 +50,26 @@ def test_attack_is_admitted_with_warnings_and_audit_annotations(
         and (d["namespace"] == scene.namespace or scene.suffix in d["name"])
         for d in decisions
     ), f"no would-deny decision for {attack.id} ({scene.namespace}) in the guard's log"
+
+
+def test_agent_reads_a_secret_and_the_guard_logs_would_deny(
+    dry_run_guard: serving.Guard, e2e: stack.Stack, new_scene: SceneFactory
+) -> None:
+    """The authorizer side of dry-run: "no opinion" (RBAC allows), and a would-deny decision line."""
+    require_guard("secret-access", e2e)
+    scene = new_scene("dryrun-secret-read")
+    secret = {"metadata": {"name": "db-credentials"}, "stringData": {"password": secrets.token_urlsafe(12)}}
+    e2e.admin.ok(kube.Request("POST", f"/api/v1/namespaces/{scene.namespace}/secrets", secret))
+    read = e2e.agent.core.read_namespaced_secret("db-credentials", scene.namespace)
+    assert read.metadata.name == "db-credentials" and read.data, "the agent's read should have succeeded"
+    listed = e2e.agent.core.list_namespaced_secret(scene.namespace)
+    assert [item.metadata.name for item in listed.items] == ["db-credentials"]
+    logged = [
+        d
+        for d in stack.decisions(dry_run_guard)
+        if d["endpoint"] == "authorize" and d["namespace"] == scene.namespace and d["resource"] == "secrets"
+    ]
+    assert {d["operation"] for d in logged} == {"get", "list"}, logged
+    for decision in logged:
+        assert decision["decision"] == "would-deny" and decision["guards"] == ["secret-access"], decision
+        assert decision["mode"] == "dry-run" and decision["allowed"] is True, decision
