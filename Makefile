@@ -42,7 +42,7 @@ unit: $(STAMP) ## everything but the end-to-end suite
 e2e: $(STAMP) ## only the end-to-end suite (real kube-apiserver + etcd, built on first use)
 	$(BIN)/pytest -m e2e $(ARGS)
 
-bench: $(STAMP) ## webhook vs a no-op floor in the same run (needs Go for the load generator); ~8 min
+bench: $(STAMP) ## webhook vs a no-op floor in the same run, engine micro-bench, e2e cost (needs Go); ~5 min
 	$(BIN)/python -m bench.run --json bench/results.json $(ARGS)
 
 demo: $(STAMP) ## real kube-apiserver + etcd + the guard; prints kubeconfigs and commands to try (Ctrl-C stops)

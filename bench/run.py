@@ -6,7 +6,9 @@
 4. Open-loop latency at fixed rates (500 and 1,000 req/s): p50/p99/p99.9.
 5. The same with 2 workers, if the server supports ``--workers``.
 6. Engine-only micro-benchmark per guard family (no HTTP).
-7. A memory soak at 1,000 req/s (RSS at start and end).
+7. A memory soak at 1,000 req/s (RSS at start and end; ``--soak 300`` for the 5-minute one).
+8. End-to-end cost: agent pod creations through a real kube-apiserver with and without the guard
+   (``bench.e2e_cost``; needs the e2e control plane, built on first use).
 
 Results print as a table and are written as JSON (``--json``) for BENCHMARKS.md.
 """
@@ -15,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,32 +28,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import micro, mix
-from tests import reviews, serving
+from bench import e2e_cost, micro, mix
+from tests import gotools, reviews, serving
 from webhook import certs
 
 LOADGEN_SRC = Path(__file__).resolve().parent / "loadgen"
 
 
-def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "kube-agent-guard" / "tools"
+def loadgen_tool() -> gotools.Tool:
+    """The load generator, cached per source version (``tests.gotools`` builds it under a lock)."""
+    return gotools.Tool(
+        name="the load generator",
+        module_dir=LOADGEN_SRC,
+        package=".",
+        target=gotools.cache_root() / "tools" / f"loadgen-{gotools.source_digest(LOADGEN_SRC)}",
+        purpose="make bench builds its load generator (a small Go program)",
+    )
 
 
 def build_loadgen() -> Path:
-    """Build the load generator once per source version (go build caches the rest)."""
-    if shutil.which("go") is None:
-        raise SystemExit("make bench needs Go (the load generator is a small Go program); install Go first")
-    digest = hashlib.sha256()
-    for path in sorted(LOADGEN_SRC.glob("*")):
-        digest.update(path.read_bytes())
-    target = cache_dir() / f"loadgen-{digest.hexdigest()[:12]}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        subprocess.run(["go", "build", "-o", str(tmp), "."], cwd=LOADGEN_SRC, check=True)
-        os.replace(tmp, target)
-    return target
+    try:
+        return gotools.ensure(loadgen_tool(), print)
+    except gotools.BuildError as exc:
+        raise SystemExit(f"make bench: {exc}") from exc
 
 
 def load(
@@ -146,7 +143,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per load run")
-    parser.add_argument("--soak", type=float, default=300, help="soak seconds at 1,000 req/s (0: skip)")
+    parser.add_argument("--soak", type=float, default=60, help="soak seconds at 1,000 req/s (0: skip)")
+    parser.add_argument(
+        "--e2e-pods",
+        type=int,
+        default=400,
+        help="pod creations per condition through a real apiserver (0: skip)",
+    )
     parser.add_argument("--conns", type=int, default=32, help="connections for max-throughput runs")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args()
@@ -233,6 +236,17 @@ def main() -> int:
                 after = rss_kib(guard.process.pid)
             results["soak"] = {"seconds": args.soak, "rss_start_kib": before, "rss_end_kib": after, **soak}
             print(f"[soak] {args.soak:.0f}s @1000/s: {fmt(soak)}  RSS {before} -> {after} KiB", flush=True)
+
+    if args.e2e_pods > 0:
+        cost = e2e_cost.run(args.e2e_pods, rounds=4)
+        results["e2e"] = cost
+        without, with_guard = cost["without_guard"], cost["with_guard"]
+        print(
+            f"[e2e] agent pod creation through kube-apiserver: median {without['median_ms']:.2f} -> "
+            f"{with_guard['median_ms']:.2f} ms, p99 {without['p99_ms']:.2f} -> {with_guard['p99_ms']:.2f} ms "
+            f"({cost['pods_per_condition']} pods each)",
+            flush=True,
+        )
 
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

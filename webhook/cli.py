@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         reload_interval=args.reload_interval,
         shutdown_delay=args.shutdown_delay,
         shutdown_timeout=args.shutdown_timeout,
+        workers=args.workers,
     )
     try:
         return server.serve(settings)
@@ -179,6 +180,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--max-body", type=_positive, default=app.DEFAULT_MAX_BODY, help="largest request body in bytes"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="processes sharing the port (default 1; one per core)"
+    )
     serve.add_argument(
         "--reload-interval",
         type=_seconds,

@@ -12,7 +12,9 @@ A second SIGTERM or SIGINT skips the delay; a SIGINT during the drain forces the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -51,6 +53,7 @@ class Settings:
     reload_interval: float = reload.DEFAULT_INTERVAL_SECONDS  # 0: no hot reload
     shutdown_delay: float = 0.0  # keep serving (not ready) this long after SIGTERM
     shutdown_timeout: int = 20  # then give requests in flight this long (seconds)
+    workers: int = 1  # processes sharing the listening socket
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -186,5 +189,46 @@ def build(settings: Settings) -> Server:
 
 def serve(settings: Settings) -> int:
     server = build(settings)
-    server.run()
-    return 0
+    if settings.workers == 1:
+        server.run()
+        return 0
+    return supervise(server, settings.workers)
+
+
+def supervise(server: Server, workers: int) -> int:
+    """Fork ``workers`` copies of a built server that accept on one shared listening socket.
+
+    Everything that can fail (policy, certificates, the bind) fails once, in the parent, before any
+    fork. The kernel spreads connections over the processes; each worker has its own event loop,
+    hot-reload task and metrics registry (a scrape sees one worker). SIGTERM/SIGINT to the parent
+    become a graceful SIGTERM to every worker; the parent exits with the worst worker exit code.
+    """
+    sock = server.config.bind_socket()
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                server.run(sockets=[sock])
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    log.info("started %d workers: %s", workers, ", ".join(map(str, children)))
+
+    def _forward(_: int, __: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, abs(os.waitstatus_to_exitcode(status)))
+    return worst

@@ -50,6 +50,11 @@ class Attack:
     admitted: tuple[int, ...] = ADMITTED  # statuses once admission lets it through
     stage: str = ADMISSION  # which of the guard's endpoints denies the agent first
 
+    def denied_by(self, authorizer: bool) -> str:
+        """The stage that denies the row, given whether the apiserver calls the guard's authorizer
+        (``Stack.authorizer``; without it, admission judges every row)."""
+        return self.stage if authorizer else ADMISSION
+
 
 # --- building blocks: everything benign except the one thing each row is about -----------------
 

@@ -1,12 +1,17 @@
 """Where the end-to-end suite gets its cluster, and how that cluster reaches the guard.
 
-The scenarios only talk to a ``Target``: an apiserver URL with its CA and an admin credential, the URL
-under which the apiserver reaches a guard listening on this host, the audit log when there is one,
-and what to print when a test fails. Today the one implementation is ``Local`` (etcd + kube-apiserver
-built from source and run as processes). The apiserver reads its authorizer chain once, at start-up,
-so ``provide`` takes the ``AuthorizationConfiguration`` file, and ``guard_url`` is known before the
-cluster exists (the file names the guard's URL). A kind cluster would be a second implementation selected by
-``AGENT_GUARD_E2E_KUBECONFIG``; the scenarios would not change.
+The scenarios only talk to a ``Target``: an apiserver URL with its CA and an admin credential, where
+the guard runs (a local process the apiserver dials by URL, or a Deployment inside the cluster), the
+audit log when there is one, and what to print when a test fails. Two implementations:
+
+- ``Local`` (the default): etcd + kube-apiserver built from source and run as processes; the suite
+  starts its own guard processes and registers them. The apiserver reads its authorizer chain once,
+  at start-up, so ``provide`` takes the ``AuthorizationConfiguration`` file, and ``guard_url`` is
+  known before the cluster exists (the file names the guard's URL).
+- ``kubeconfig.Kubeconfig``, selected by ``AGENT_GUARD_E2E_KUBECONFIG`` (``make e2e-kind``): the
+  cluster of that kubeconfig's current context, the admin being its identity, with the guard already
+  deployed in ``agent-guard-system`` (``manifests/overlays/kind``); see ``incluster``. Its apiserver's
+  flags were fixed when the cluster was created: the ``AuthorizationConfiguration`` is not used.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tests.e2e import kubeconfig
 from tests.e2e.controlplane import processes
 
 KUBECONFIG_ENV = "AGENT_GUARD_E2E_KUBECONFIG"
@@ -43,7 +49,17 @@ class Target(Protocol):
 
     @property
     def admin_token(self) -> str:
-        """A bearer token in ``system:masters``."""
+        """The admin's bearer token ("" when the admin authenticates with a client certificate)."""
+        ...
+
+    @property
+    def admin_client_cert(self) -> tuple[Path, Path] | None:
+        """The admin's client certificate and key files, when that is how it authenticates."""
+        ...
+
+    @property
+    def guard_in_cluster(self) -> bool:
+        """True: the guard is deployed in the cluster and the suite starts none of its own."""
         ...
 
     @property
@@ -80,6 +96,14 @@ class Local:
         return self.plane.apiserver.pki.admin_token
 
     @property
+    def admin_client_cert(self) -> tuple[Path, Path] | None:
+        return None
+
+    @property
+    def guard_in_cluster(self) -> bool:
+        return False
+
+    @property
     def audit_log(self) -> Path | None:
         return self.plane.apiserver.audit_log
 
@@ -106,12 +130,15 @@ def needs_binaries() -> bool:
 
 @contextlib.contextmanager
 def provide(workdir: Path, binaries: dict[str, Path], authorization_config: Path) -> Iterator[Target]:
-    """The cluster for this session, authorizing with ``authorization_config``; torn down on exit."""
+    """The cluster for this session, torn down on exit. A local one authorizes with
+    ``authorization_config``; an existing cluster's authorizers are its own (the file is not used)."""
     if mode() == "kubeconfig":
-        raise Unavailable(
-            f"{KUBECONFIG_ENV} is set, but running against an existing cluster (kind) is not implemented "
-            "yet; unset it to use the local control plane"
-        )
+        try:
+            found = kubeconfig.load(Path(os.environ[KUBECONFIG_ENV]), workdir)
+        except kubeconfig.KubeconfigError as exc:
+            raise Unavailable(f"{KUBECONFIG_ENV}: {exc}") from exc
+        yield found
+        return
     with processes.running(
         workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"], authorization_config
     ) as plane:

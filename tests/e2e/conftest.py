@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.e2e import attacks, cluster, kube, stack
+from tests.e2e import attacks, cluster, incluster, kube, stack
 from tests.e2e.controlplane import binaries
 from webhook import guards
 
@@ -44,6 +44,17 @@ def require_guard(guard_id: str, e2e: stack.Stack) -> None:
         )
     if e2e.policy.mode_of(guard_id) == "off":
         pytest.skip(f"guard {guard_id!r} is off in the shipped policy")
+
+
+def require_authorizer(e2e: stack.Stack) -> None:
+    """A scenario of the guard's ``/authorize``: the suite can wire the apiserver's authorizer only into
+    the control plane it starts itself, so on an existing cluster (kind) it is skipped, saying why."""
+    if not e2e.authorizer:
+        pytest.skip(
+            "existing-cluster mode: the apiserver does not call the guard's /authorize (its flags were "
+            "fixed when the cluster was created, and tests/e2e/kind-config.yaml does not pass "
+            "--authorization-config); the authorizer scenarios run on the local control plane"
+        )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -97,7 +108,10 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             cluster.provide(workdir, found, plan.authorization_config) as target,
         ):
             config.stash[DIAGNOSTICS] = target.diagnostics
-            with stack.up(target, plan) as up:
+            # On an existing cluster (make e2e-kind) the guard is the deployed one and the apiserver's
+            # authorizers are the cluster's own: ``plan`` is not used there (see incluster).
+            provided = incluster.up(target, workdir) if target.guard_in_cluster else stack.up(target, plan)
+            with provided as up:
                 config.stash[DIAGNOSTICS] = up.diagnostics
                 yield up
     except cluster.Unavailable as exc:

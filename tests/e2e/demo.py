@@ -28,8 +28,9 @@ def _instructions(up: stack.Stack, workdir: Path) -> str:
     agent = kube.kubeconfig(up.target, "agent", up.agent.token, workdir / "agent.kubeconfig")
     (workdir / "agent.token").write_text(up.agent.token)
     server, ca = up.target.server, up.target.ca_file
+    guard = up.local_guard()
     return f"""
-kube-agent-guard demo: kube-apiserver {up.target.server}, guard {up.guard.url} ({up.guard.log})
+kube-agent-guard demo: kube-apiserver {up.target.server}, guard {guard.url} ({guard.log})
 The agent is system:serviceaccount:{stack.AGENT_NAMESPACE}:{stack.AGENT_NAME}, bound to cluster-admin.
 
   # as the agent: denied by the guard, with the reason (admission, then the authorizer)

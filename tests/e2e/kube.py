@@ -7,6 +7,7 @@ assert on exactly those: the 403 and its message, ``Warning`` headers, the ``Aud
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import urllib.parse
@@ -33,11 +34,11 @@ class Request:
     body: Mapping[str, Any] | Sequence[Any] | None = None  # a JSON patch is a list
     query: Sequence[tuple[str, str]] = ()
     content_type: str = "application/json"
+    accept: str = "application/json"  # e.g. "*/*" for pods/log, which answers text/plain
     headers: Sequence[tuple[str, str]] = ()  # e.g. ("Impersonate-User", "jane")
 
     def dry_run(self) -> Request:
-        query = (*self.query, ("dryRun", "All"))
-        return Request(self.method, self.path, self.body, query, self.content_type, self.headers)
+        return dataclasses.replace(self, query=(*self.query, ("dryRun", "All")))
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Reply:
     body: dict[str, Any]
     headers: Mapping[str, str]
     warnings: tuple[str, ...] = ()
+    text: str = ""  # the body as received (pods/log answers text/plain)
 
     @property
     def message(self) -> str:
@@ -71,19 +73,22 @@ def parse_warnings(values: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass
 class Client:
-    """An identity on the target cluster: ``name`` for messages, a bearer token, typed APIs."""
+    """An identity on the target cluster: ``name`` for messages, a bearer token or a client
+    certificate (a kind kubeconfig's admin), typed APIs."""
 
     name: str
     target: cluster.Target
     token: str
+    client_cert: tuple[Path, Path] | None = None  # (certificate, key) files
     api: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        configuration = kubernetes.client.Configuration(
-            host=self.target.server,
-            api_key={"BearerToken": self.token},
-            api_key_prefix={"BearerToken": "Bearer"},
-        )
+        configuration = kubernetes.client.Configuration(host=self.target.server)
+        if self.token:
+            configuration.api_key = {"BearerToken": self.token}
+            configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        if self.client_cert is not None:
+            configuration.cert_file, configuration.key_file = map(str, self.client_cert)
         configuration.ssl_ca_cert = str(self.target.ca_file)
         self.api = kubernetes.client.ApiClient(configuration)
 
@@ -107,11 +112,9 @@ class Client:
         url = self.target.server + request.path
         if request.query:
             url += "?" + urllib.parse.urlencode(list(request.query))
-        headers = {
-            **dict(request.headers),
-            "Authorization": f"Bearer {self.token}",
-            "Accept": "application/json",
-        }
+        headers = {**dict(request.headers), "Accept": request.accept}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         payload = None
         if request.body is not None:
             headers["Content-Type"] = request.content_type
@@ -131,6 +134,7 @@ class Client:
             body,
             {key: value for key, value in answer.headers.items()},
             parse_warnings(answer.headers.getlist("Warning")),
+            text,
         )
 
     def ok(self, request: Request) -> Reply:
@@ -150,6 +154,11 @@ class Client:
         return reply
 
 
+def admin(target: cluster.Target) -> Client:
+    """The target's admin: a static token locally, the kubeconfig's identity on an existing cluster."""
+    return Client("admin", target, target.admin_token, target.admin_client_cert)
+
+
 def refusal(exc: kubernetes.client.ApiException) -> Reply:
     """What a typed API call that raised got from the apiserver, as a ``Reply`` (status, Status body)."""
     text = exc.body or ""
@@ -158,7 +167,9 @@ def refusal(exc: kubernetes.client.ApiException) -> Reply:
     except json.JSONDecodeError:
         body = {"message": text}
     headers = exc.headers or {}
-    return Reply(int(exc.status or 0), body if isinstance(body, dict) else {"message": text}, dict(headers))
+    return Reply(
+        int(exc.status or 0), body if isinstance(body, dict) else {"message": text}, dict(headers), text=text
+    )
 
 
 def ensure_namespace(admin: Client, name: str, labels: Mapping[str, str] | None = None) -> None:

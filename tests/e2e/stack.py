@@ -17,6 +17,9 @@ the way ``webhook.manifests`` renders them from the shipped policy:
 Each scenario's fixture puts the stack into the state it needs (``Stack.enforcing``,
 ``Stack.guard_mode``, ``Stack.guard_stopped``) and leaves it there: the next fixture changes only what
 differs, so a restart happens only when the mode really changes.
+
+On an existing cluster (kind) none of this applies: ``incluster.InClusterStack`` uses the deployed guard,
+and that cluster's apiserver does not call ``/authorize`` (``Stack.authorizer`` is False).
 """
 
 from __future__ import annotations
@@ -122,9 +125,9 @@ class Webhook:
         self.current = None
 
 
-def decisions(guard: serving.Guard) -> list[dict[str, Any]]:
-    """The guard's decision lines (one JSON object per review), oldest first."""
-    return [json.loads(line) for line in guard.output().splitlines() if line.startswith("{")]
+def decisions(output: str) -> list[dict[str, Any]]:
+    """The decision lines (one JSON object per review) in a guard's output, oldest first."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 @dataclass
@@ -174,37 +177,44 @@ def prepared(workdir: Path) -> Iterator[Plan]:
 
 @dataclass
 class Stack:
-    """A cluster with the guard registered, and the identities the scenarios act as."""
+    """A cluster with the guard registered, and the identities the scenarios act as.
+
+    Locally (``up``) the guard is a process of the suite on the authorizer's port; on an existing
+    cluster (``incluster.InClusterStack``) it is the deployed one, ``guard`` is None and the methods
+    that start or stop local guard processes raise ``StackError``.
+    """
 
     target: cluster.Target
-    plan: Plan
+    workdir: Path
+    cert_dir: Path
+    policy: policy.Policy
     admin: kube.Client
     agent: kube.Client
     controller: kube.Client
     webhook: Webhook
-    processes: contextlib.ExitStack  # every guard process, stopped when the stack goes down
-    guard: serving.Guard = field(init=False)  # the guard on ``plan.port``: /authorize and /validate
-    arguments: tuple[str, ...] = ()  # the extra ``agent-guard serve`` arguments of ``guard``
+    guard: serving.Guard | None  # the guard on ``port``: /authorize and /validate; None: in the cluster
     guards: list[serving.Guard] = field(default_factory=list)  # every guard started, for diagnostics
-    stopped_at: float = 0.0  # when a guard on ``plan.port`` last stopped answering
+    # Whether the apiserver asks the guard's /authorize about agents (the local control plane is started
+    # with ``Plan.authorization_config``; an existing cluster's apiserver flags are fixed at creation).
+    authorizer: bool = False
+    port: int = 0  # the port the authorizer calls (fixed at the apiserver's start); 0: no local guard
+    arguments: tuple[str, ...] = ()  # the extra ``agent-guard serve`` arguments of ``guard``
+    stopped_at: float = 0.0  # when a guard on ``port`` last stopped answering
+    processes: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # closed by ``up``
 
-    @property
-    def workdir(self) -> Path:
-        return self.plan.workdir
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.plan.cert_dir
-
-    @property
-    def policy(self) -> policy.Policy:
-        return self.plan.policy
+    def local_guard(self) -> serving.Guard:
+        """The guard process on the authorizer's port (the current one: restarts replace it)."""
+        if self.guard is None:
+            raise StackError("the guard runs in the cluster: there is no local guard process")
+        return self.guard
 
     def start_guard(self, *arguments: str) -> serving.Guard:
         """``agent-guard serve <arguments>`` on the authorizer's port (nothing may be listening there)."""
-        log = self.workdir / f"agent-guard-{self.plan.port}-{len(self.guards)}.log"
+        if not self.port:
+            raise StackError("the guard runs in the cluster: no local guard can be started")
+        log = self.workdir / f"agent-guard-{self.port}-{len(self.guards)}.log"
         guard = self.processes.enter_context(
-            serving.running(self.workdir, self.cert_dir, *arguments, port=self.plan.port, log=log)
+            serving.running(self.workdir, self.cert_dir, *arguments, port=self.port, log=log)
         )
         self.guards.append(guard)
         self.guard, self.arguments = guard, arguments
@@ -212,8 +222,9 @@ class Stack:
 
     def stop_guard(self) -> None:
         """Stop the guard on the authorizer's port: agents now fail closed, on both endpoints."""
-        if self.guard.process.poll() is None:
-            self.guard.stop()
+        guard = self.local_guard()
+        if guard.process.poll() is None:
+            guard.stop()
             self.stopped_at = time.monotonic()
 
     def wait_out_cached_answers(self) -> None:
@@ -233,10 +244,11 @@ class Stack:
     def guard_mode(self, *arguments: str) -> serving.Guard:
         """The guard on the authorizer's port, running with ``arguments`` (e.g. ``--mode dry-run``),
         and the webhook pointing at it; restarted only when it is not already so."""
-        if self.arguments != arguments or self.guard.process.poll() is not None:
+        guard = self.local_guard()
+        if self.arguments != arguments or guard.process.poll() is not None:
             return self.restart_guard(*arguments)
-        self.webhook.point_at(self.guard)  # a no-op unless a scenario pointed it elsewhere
-        return self.guard
+        self.webhook.point_at(guard)  # a no-op unless a scenario pointed it elsewhere
+        return guard
 
     def enforcing(self) -> None:
         """The enforcing guard on the authorizer's port, and the webhook pointing at it."""
@@ -244,8 +256,9 @@ class Stack:
 
     def guard_stopped(self) -> None:
         """No guard at all: both registrations point at the authorizer's port, where nothing listens."""
-        if self.guard.process.poll() is None:
-            self.webhook.point_at(self.guard)  # a no-op unless a scenario pointed it elsewhere
+        guard = self.local_guard()
+        if guard.process.poll() is None:
+            self.webhook.point_at(guard)  # a no-op unless a scenario pointed it elsewhere
             self.stop_guard()
         self.wait_out_cached_answers()
 
@@ -254,7 +267,7 @@ class Stack:
         """Another ``agent-guard serve`` on another port, with the same certificates.
 
         Only the ValidatingWebhookConfiguration can be pointed at it: the authorizer keeps calling
-        the guard on ``plan.port``.
+        the guard on ``port``.
         """
         with serving.running(self.workdir, self.cert_dir, *arguments) as guard:
             self.guards.append(guard)
@@ -275,18 +288,31 @@ def up(target: cluster.Target, plan: Plan, *guard_arguments: str) -> Iterator[St
 
     The cluster must have been started with ``plan.authorization_config``. Everything is undone on exit.
     """
-    admin = kube.Client("admin", target, target.admin_token)
+    admin = kube.admin(target)
     agent = kube.service_account(admin, AGENT_NAMESPACE, AGENT_NAME, "cluster-admin")
     controller = kube.service_account(admin, CONTROLLER_NAMESPACE, CONTROLLER_NAME, "cluster-admin")
     kube.ensure_namespace(admin, PROBE_NAMESPACE)
     kube.ensure_namespace(admin, plan.policy.guard_namespace)
     webhook = Webhook(admin, agent, plan.policy, plan.ca_bundle)
     with contextlib.ExitStack() as processes:
-        stack = Stack(target, plan, admin, agent, controller, webhook, processes)
+        stack = Stack(
+            target,
+            plan.workdir,
+            plan.cert_dir,
+            plan.policy,
+            admin,
+            agent,
+            controller,
+            webhook,
+            guard=None,
+            authorizer=True,
+            port=plan.port,
+            processes=processes,
+        )
         plan.release_port()
-        stack.start_guard(*guard_arguments)
+        guard = stack.start_guard(*guard_arguments)
         try:
-            webhook.point_at(stack.guard)
+            webhook.point_at(guard)
             yield stack
         finally:
             with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):  # the cluster may be gone

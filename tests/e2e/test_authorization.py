@@ -23,7 +23,7 @@ import kubernetes
 import pytest
 
 from tests.e2e import attacks, kube, stack
-from tests.e2e.conftest import SceneFactory, require_guard
+from tests.e2e.conftest import SceneFactory, require_authorizer, require_guard
 from tests.e2e.controlplane import processes
 from tests.e2e.test_attacks import assert_forbidden_by_authorizer
 from webhook import manifests
@@ -36,6 +36,12 @@ VWC_PATH = f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}"
 CONTROLLER_USER = f"system:serviceaccount:{stack.CONTROLLER_NAMESPACE}:{stack.CONTROLLER_NAME}"
 AGENT_USER = f"system:serviceaccount:{stack.AGENT_NAMESPACE}:{stack.AGENT_NAME}"
 LOOPBACK = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True)
+def authorizer(e2e: stack.Stack) -> None:
+    """Every scenario here needs the apiserver to call the guard's authorizer (skipped on kind)."""
+    require_authorizer(e2e)
 
 
 @pytest.fixture
@@ -56,7 +62,11 @@ def identity(e2e: stack.Stack, name: str) -> kube.Client:
 def never_asked_about(e2e: stack.Stack, client: kube.Client) -> None:
     """No ``/authorize`` line for this caller: the matchConditions (or system:masters) kept it away."""
     user = CONTROLLER_USER if client is e2e.controller else processes.ADMIN_USER
-    asked = [d for d in stack.decisions(e2e.guard) if d["endpoint"] == "authorize" and d["user"] == user]
+    asked = [
+        d
+        for d in stack.decisions(e2e.local_guard().output())
+        if d["endpoint"] == "authorize" and d["user"] == user
+    ]
     assert not asked, f"the guard was asked about {user}: {asked[:3]}"
 
 
@@ -180,7 +190,7 @@ def test_admin_deletes_and_recreates_the_webhook_configuration(enforcing: stack.
         api.delete_validating_webhook_configuration(manifests.CONFIGURATION_NAME)
         assert enforcing.admin.request(kube.Request("GET", VWC_PATH)).status == 404
     finally:
-        enforcing.webhook.reinstall(enforcing.guard)  # and proves the apiserver calls the guard again
+        enforcing.webhook.reinstall(enforcing.local_guard())  # and proves the apiserver calls the guard again
     assert enforcing.admin.request(kube.Request("GET", VWC_PATH)).status == 200
 
 
@@ -341,7 +351,7 @@ def test_agent_lists_pods(scene: attacks.Scene, enforcing: stack.Stack) -> None:
     assert [pod.metadata.name for pod in everywhere.items] == ["web"]
     asked = [
         d
-        for d in stack.decisions(enforcing.guard)
+        for d in stack.decisions(enforcing.local_guard().output())
         if d["endpoint"] == "authorize" and d["resource"] == "pods" and d["namespace"] == scene.namespace
     ]
     assert asked and all(d["decision"] == "allow" and d["user"] == AGENT_USER for d in asked), asked

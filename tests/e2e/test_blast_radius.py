@@ -5,13 +5,18 @@ registration still points at it: the apiserver cannot reach ``/validate``. ``fai
 rejects the agent's writes; the matchConditions keep the admin's and the controller's writes from ever
 being sent to it. The authorizer keeps calling the running guard, so rows it denies are still denied
 by it, and the agent's reads work. With the whole guard down, see ``test_guard_stopped``.
+
+On an existing cluster (kind) the deployed guard's Deployment is scaled to 0 instead, and scaled back
+after; its apiserver does not call the guard's authorizer, so every row fails closed in admission.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.e2e import attacks, kube, stack
+from tests.e2e import attacks, incluster, kube, stack
 from tests.e2e.conftest import SceneFactory, require_guard
 from tests.e2e.test_attacks import assert_admitted, assert_forbidden_by_authorizer, assert_untouched
 
@@ -21,13 +26,17 @@ ROWS = [pytest.param(attack, id=attack.id) for attack in attacks.ATTACKS]
 
 
 @pytest.fixture(scope="module")
-def validate_down(e2e: stack.Stack) -> stack.Stack:
+def validate_down(e2e: stack.Stack) -> Iterator[stack.Stack]:
     """The webhook pointing at a stopped guard; the enforcing guard still answers ``/authorize``."""
+    if isinstance(e2e, incluster.InClusterStack):  # kind: no replica of the deployed guard running
+        with e2e.scaled_down():
+            yield e2e
+        return
     e2e.enforcing()
     with e2e.extra_guard() as guard:
         e2e.webhook.point_at(guard)
     assert guard.process.poll() is not None, "the guard should be stopped"
-    return e2e
+    yield e2e  # the next scenario's fixture points the webhook back (``Stack.enforcing``)
 
 
 @pytest.mark.parametrize("attack", ROWS)
@@ -37,7 +46,7 @@ def test_agent_writes_fail_closed(
     require_guard(attack.guard, validate_down)
     request = attack.prepare(new_scene(f"down-agent-{attack.id}"))
     reply = validate_down.agent.request(request)
-    if attack.stage == attacks.AUTHORIZATION:
+    if attack.denied_by(validate_down.authorizer) == attacks.AUTHORIZATION:
         assert_forbidden_by_authorizer(reply, attack.guard)
     else:
         assert reply.status == 500 and "failed calling webhook" in reply.message, reply

@@ -5,17 +5,20 @@ is fixed at start-up), so both endpoints are in dry-run. For admission, the clie
 header per finding, the apiserver's audit event carries our annotations (prefixed with the webhook's
 name by the apiserver) and the guard logs ``would-deny``. The authorizer can do none of that: it
 answers "no opinion", RBAC allows, and only the guard's decision log says ``would-deny``.
+
+On an existing cluster (kind) the deployed guard is switched to ``--mode=dry-run`` and back, and its
+pods' logs are read; its apiserver does not call the guard's authorizer (see ``require_authorizer``).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests import serving
-from tests.e2e import attacks, audit, kube, stack
-from tests.e2e.conftest import SceneFactory, require_guard
+from tests.e2e import attacks, audit, incluster, kube, stack
+from tests.e2e.conftest import SceneFactory, require_authorizer, require_guard
 from webhook import manifests
 
 pytestmark = pytest.mark.e2e
@@ -23,15 +26,21 @@ pytestmark = pytest.mark.e2e
 ROWS = [pytest.param(attack, id=attack.id) for attack in attacks.ATTACKS]
 
 
-@pytest.fixture
-def dry_run_guard(e2e: stack.Stack) -> serving.Guard:
-    """The guard in dry-run mode, on both endpoints (restarted only for the first test)."""
-    return e2e.guard_mode("--mode", "dry-run")
+@pytest.fixture(scope="module")
+def dry_run_log(e2e: stack.Stack) -> Iterator[Callable[[], str]]:
+    """The output of the guard in dry-run mode: the local guard restarted on the authorizer's port
+    (both endpoints; the next scenario's fixture restarts it enforcing), or (kind) the deployed one
+    switched, and switched back at the end of the module."""
+    if isinstance(e2e, incluster.InClusterStack):
+        with e2e.in_mode("dry-run"):
+            yield e2e.guard_logs
+        return
+    yield e2e.guard_mode("--mode", "dry-run").output
 
 
 @pytest.mark.parametrize("attack", ROWS)
 def test_attack_is_admitted_with_warnings_and_audit_annotations(
-    attack: attacks.Attack, dry_run_guard: serving.Guard, e2e: stack.Stack, new_scene: SceneFactory
+    attack: attacks.Attack, dry_run_log: Callable[[], str], e2e: stack.Stack, new_scene: SceneFactory
 ) -> None:
     require_guard(attack.guard, e2e)
     scene = new_scene(f"dryrun-{attack.id}")
@@ -43,7 +52,7 @@ def test_attack_is_admitted_with_warnings_and_audit_annotations(
         found = audit.annotations_of(e2e.target.audit_log, reply.audit_id, f"{manifests.WEBHOOK_NAME}/")
         assert found[f"{manifests.WEBHOOK_NAME}/decision"] == "would-deny", found
         assert attack.guard in found[f"{manifests.WEBHOOK_NAME}/guards"].split(","), found
-    decisions = stack.decisions(dry_run_guard)
+    decisions = stack.decisions(dry_run_log())
     assert any(
         d["decision"] == "would-deny"
         and attack.guard in d["guards"]
@@ -53,9 +62,10 @@ def test_attack_is_admitted_with_warnings_and_audit_annotations(
 
 
 def test_agent_reads_a_secret_and_the_guard_logs_would_deny(
-    dry_run_guard: serving.Guard, e2e: stack.Stack, new_scene: SceneFactory
+    dry_run_log: Callable[[], str], e2e: stack.Stack, new_scene: SceneFactory
 ) -> None:
     """The authorizer side of dry-run: "no opinion" (RBAC allows), and a would-deny decision line."""
+    require_authorizer(e2e)
     require_guard("secret-access", e2e)
     scene = new_scene("dryrun-secret-read")
     secret = {"metadata": {"name": "db-credentials"}, "stringData": {"password": secrets.token_urlsafe(12)}}
@@ -66,7 +76,7 @@ def test_agent_reads_a_secret_and_the_guard_logs_would_deny(
     assert [item.metadata.name for item in listed.items] == ["db-credentials"]
     logged = [
         d
-        for d in stack.decisions(dry_run_guard)
+        for d in stack.decisions(dry_run_log())
         if d["endpoint"] == "authorize" and d["namespace"] == scene.namespace and d["resource"] == "secrets"
     ]
     assert {d["operation"] for d in logged} == {"get", "list"}, logged

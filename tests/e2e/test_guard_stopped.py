@@ -16,7 +16,7 @@ import secrets
 import pytest
 
 from tests.e2e import attacks, kube, stack
-from tests.e2e.conftest import SceneFactory
+from tests.e2e.conftest import SceneFactory, require_authorizer
 
 pytestmark = pytest.mark.e2e
 
@@ -25,6 +25,7 @@ OTHERS = ("admin", "controller")
 
 @pytest.fixture
 def guard_stopped(e2e: stack.Stack) -> stack.Stack:
+    require_authorizer(e2e)  # kind: see test_blast_radius (the deployed guard scaled to 0)
     e2e.guard_stopped()  # a no-op once stopped
     return e2e
 
@@ -56,7 +57,7 @@ def assert_authorizer_unreachable(reply: kube.Reply) -> None:
 
 @pytest.mark.parametrize("action", ["list-pods", "get-secret", "create-configmap"])
 def test_agent_is_refused_everything(action: str, guard_stopped: stack.Stack, scene: attacks.Scene) -> None:
-    assert guard_stopped.guard.process.poll() is not None, "the guard should be stopped"
+    assert guard_stopped.local_guard().process.poll() is not None, "the guard should be stopped"
     reply = guard_stopped.agent.request(requests(scene)[action])
     assert_authorizer_unreachable(reply)
     configmaps = guard_stopped.admin.ok(

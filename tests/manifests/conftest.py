@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests import reviews
-from tests.manifests import kustomize_binary
-from webhook import certs
+from tests.manifests import kustomize_binary, rendering
 
-MANIFESTS = reviews.ROOT / "manifests"
-OVERLAYS = ("enforce", "dry-run", "kind", "cert-manager")
-TLS_COMPONENT_CERTS = Path("components/tls-secret/certs")
-
-Documents = list[dict[str, Any]]
+MANIFESTS = rendering.MANIFESTS
+OVERLAYS = rendering.OVERLAYS
+TLS_COMPONENT_CERTS = rendering.TLS_COMPONENT_CERTS
+Documents = rendering.Documents
 
 
 @pytest.fixture(scope="session")
@@ -35,19 +29,9 @@ def kustomize() -> Path:
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of manifests/ after the documented cert step (``make deploy-certs``)."""
-    copy = tmp_path_factory.mktemp("manifests") / "manifests"
-    shutil.copytree(MANIFESTS, copy, ignore=shutil.ignore_patterns("certs"))
-    certs.generate(copy / TLS_COMPONENT_CERTS, certs.DEFAULT_SERVICE, certs.DEFAULT_NAMESPACE)
-    return copy
+    return rendering.tree(tmp_path_factory.mktemp("manifests"))
 
 
 @pytest.fixture(scope="session")
 def rendered(kustomize: Path, tree: Path) -> dict[str, Documents]:
-    return {
-        overlay: [
-            doc
-            for doc in yaml.safe_load_all(kustomize_binary.build(kustomize, tree / "overlays" / overlay))
-            if doc
-        ]
-        for overlay in OVERLAYS
-    }
+    return {overlay: rendering.render(kustomize, tree, overlay) for overlay in OVERLAYS}

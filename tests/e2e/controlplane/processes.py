@@ -54,6 +54,12 @@ rules:
     nonResourceURLs: ["/readyz*", "/livez*", "/healthz*", "/version", "/openapi*"]
   - level: None
     users: ["system:apiserver"]
+  # Writes with their request bodies, so that `agent-guard replay` can judge what was sent (Secrets
+  # stay at Metadata: their bodies are secret data).
+  - level: Metadata
+    resources: [{group: "", resources: ["secrets"]}]
+  - level: Request
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
   - level: Metadata
 """
 
