@@ -4,6 +4,8 @@ The e2e harness's control plane (kube-apiserver + etcd built from the Go module 
 ``agent-guard serve`` are started; the agent (bound to cluster-admin) creates benign pods, with the
 ValidatingWebhookConfiguration registered and without it, in alternating rounds so that drift of the
 machine hits both sides alike. Latency is measured at the client, as an MCP server would see it.
+The apiserver authorizes the agent through the guard's ``/authorize`` in both conditions (its
+authorizer chain is fixed at start-up), so the difference is what the admission webhook adds.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def run(pods: int, rounds: int) -> dict[str, Any]:
     results: dict[str, list[float]] = {"with_guard": [], "without_guard": []}
     with tempfile.TemporaryDirectory(prefix="agent-guard-e2e-cost-") as tmp:
         workdir = Path(tmp)
-        with cluster.provide(workdir, found) as target, stack.up(target, workdir) as e2e:
+        with (
+            stack.prepared(workdir) as plan,
+            cluster.provide(workdir, found, plan.authorization_config) as target,
+            stack.up(target, plan) as e2e,
+        ):
             kube.ensure_namespace(e2e.admin, NAMESPACE)
             _create(e2e.agent, [f"warm-{i}" for i in range(20)])  # connections, caches, informers
             for index in range(rounds):

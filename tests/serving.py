@@ -80,10 +80,15 @@ def running(
     rules: Path = reviews.RULES,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[Guard]:
-    """Start ``agent-guard serve`` on 127.0.0.1 and an ephemeral port; stop it on exit."""
+    """Start ``agent-guard serve`` on 127.0.0.1 and an ephemeral port; stop it on exit.
+
+    The output goes to ``log`` (default ``<workdir>/agent-guard-<port>.log``, overwritten): a caller
+    that restarts a guard on the same port names each run's log.
+    """
     port = port or free_port()
-    log = workdir / f"agent-guard-{port}.log"
+    log = log or workdir / f"agent-guard-{port}.log"
     command: Sequence[str] = [
         sys.executable,
         "-m",

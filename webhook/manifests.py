@@ -203,11 +203,15 @@ def authorization_files(
     ca_bundle: str | None = None,
     ca_file: str | None = None,
     kubeconfig_path: str = DEFAULT_KUBECONFIG_PATH,
+    unauthorized_ttl: str = UNAUTHORIZED_TTL,
 ) -> dict[str, str]:
     """``{file name: YAML text}`` for the authorizer: write both into one directory and start the
     kube-apiserver with ``--authorization-config=<dir>/authorization-config.yaml`` (the kubeconfig
-    must then be at ``kubeconfig_path``)."""
-    config = authorization_configuration(loaded, kubeconfig_path=kubeconfig_path)
+    must then be at ``kubeconfig_path``). A test harness that restarts the guard in another mode
+    passes a shorter ``unauthorized_ttl``, so that cached answers of the old guard lapse quickly."""
+    config = authorization_configuration(
+        loaded, kubeconfig_path=kubeconfig_path, unauthorized_ttl=unauthorized_ttl
+    )
     kubeconfig = authorization_kubeconfig(url, ca_bundle=ca_bundle, ca_file=ca_file)
     rendered = "rendered by `agent-guard manifests authz` from the policy: re-render, do not edit."
     return {

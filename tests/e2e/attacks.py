@@ -6,8 +6,10 @@ with ``dryRun=All`` (denied the same way), the admin and a cluster-admin control
 agent against a dry-run guard (admitted with warnings and audit annotations) and the agent against a
 stopped guard (fails closed).
 
-Rows name their guard by id. Only guards registered in ``webhook.guards`` are expected to fire: a row
-whose guard is not there yet is skipped locally and fails under ``CI`` (see ``conftest``).
+Rows name their guard by id, and the stage that stops the agent first: the authorizer (``/authorize``,
+before the apiserver even reads the body) or admission (``/validate``, which sees the object). Only
+guards registered in ``webhook.guards`` are expected to fire: a row whose guard is not there yet is
+skipped locally and fails under ``CI`` (see ``conftest``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.e2e import kube
 
 IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: there is no kubelet
 ADMITTED = (200, 201)
+ADMISSION, AUTHORIZATION = "admission", "authorization"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,12 @@ class Attack:
     prepare: Callable[[Scene], kube.Request]
     dry_run: bool = True  # whether the request takes ?dryRun=All (CONNECT does not)
     admitted: tuple[int, ...] = ADMITTED  # statuses once admission lets it through
+    stage: str = ADMISSION  # which of the guard's endpoints denies the agent first
+
+    def denied_by(self, authorizer: bool) -> str:
+        """The stage that denies the row, given whether the apiserver calls the guard's authorizer
+        (``Stack.authorizer``; without it, admission judges every row)."""
+        return self.stage if authorizer else ADMISSION
 
 
 # --- building blocks: everything benign except the one thing each row is about -----------------
@@ -285,10 +294,12 @@ def relax_pod_security_label(scene: Scene) -> kube.Request:
 ATTACKS = (
     Attack("delete-namespace", "namespace-delete", delete_namespace),
     Attack("delete-namespace-foreground", "namespace-delete", delete_namespace_foreground),
-    Attack("token-request", "secret-access", token_request),
+    Attack("token-request", "secret-access", token_request, stage=AUTHORIZATION),
     Attack("pod-mounts-secret", "secret-access", pod_mounting_secret),
     Attack("pod-env-from-secret", "secret-access", pod_env_from_secret),
-    Attack("exec-connect", "secret-access", exec_into_pod, dry_run=False, admitted=(400,)),
+    Attack(
+        "exec-connect", "secret-access", exec_into_pod, dry_run=False, admitted=(400,), stage=AUTHORIZATION
+    ),
     Attack("privileged-pod", "privileged-workload", privileged_pod),
     Attack("privileged-deployment", "privileged-workload", privileged_deployment),
     Attack("cronjob-hostpath", "privileged-workload", cronjob_host_path),
@@ -298,7 +309,7 @@ ATTACKS = (
     Attack("bind-cluster-admin", "rbac-escalation", bind_cluster_admin),
     Attack("wildcard-clusterrole", "rbac-escalation", wildcard_cluster_role),
     Attack("csr-create", "rbac-escalation", certificate_signing_request),
-    Attack("configmap-in-guard-namespace", "guard-tamper", configmap_in_guard_namespace),
-    Attack("delete-guard-deployment", "guard-tamper", delete_guard_deployment),
+    Attack("configmap-in-guard-namespace", "guard-tamper", configmap_in_guard_namespace, stage=AUTHORIZATION),
+    Attack("delete-guard-deployment", "guard-tamper", delete_guard_deployment, stage=AUTHORIZATION),
     Attack("relax-pod-security-label", "guard-tamper", relax_pod_security_label),
 )

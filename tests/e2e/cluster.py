@@ -5,10 +5,13 @@ the guard runs (a local process the apiserver dials by URL, or a Deployment insi
 audit log when there is one, and what to print when a test fails. Two implementations:
 
 - ``Local`` (the default): etcd + kube-apiserver built from source and run as processes; the suite
-  starts its own guard processes and registers them.
+  starts its own guard processes and registers them. The apiserver reads its authorizer chain once,
+  at start-up, so ``provide`` takes the ``AuthorizationConfiguration`` file, and ``guard_url`` is
+  known before the cluster exists (the file names the guard's URL).
 - ``kubeconfig.Kubeconfig``, selected by ``AGENT_GUARD_E2E_KUBECONFIG`` (``make e2e-kind``): the
   cluster of that kubeconfig's current context, the admin being its identity, with the guard already
-  deployed in ``agent-guard-system`` (``manifests/overlays/kind``); see ``incluster``.
+  deployed in ``agent-guard-system`` (``manifests/overlays/kind``); see ``incluster``. Its apiserver's
+  flags were fixed when the cluster was created: the ``AuthorizationConfiguration`` is not used.
 """
 
 from __future__ import annotations
@@ -105,11 +108,16 @@ class Local:
         return self.plane.apiserver.audit_log
 
     def guard_url(self, port: int) -> str:
-        # The guard's certificate has 127.0.0.1 as an IP SAN; an IP avoids localhost -> ::1 surprises.
-        return f"https://127.0.0.1:{port}"
+        return guard_url(port)
 
     def diagnostics(self) -> str:
         return self.plane.diagnostics()
+
+
+def guard_url(port: int) -> str:
+    """Where the cluster of this mode reaches a guard on this host at ``port`` (``Target.guard_url``)."""
+    # The guard's certificate has 127.0.0.1 as an IP SAN; an IP avoids localhost -> ::1 surprises.
+    return f"https://127.0.0.1:{port}"
 
 
 def mode() -> str:
@@ -121,8 +129,9 @@ def needs_binaries() -> bool:
 
 
 @contextlib.contextmanager
-def provide(workdir: Path, binaries: dict[str, Path]) -> Iterator[Target]:
-    """The cluster for this session, torn down on exit (whatever happened inside)."""
+def provide(workdir: Path, binaries: dict[str, Path], authorization_config: Path) -> Iterator[Target]:
+    """The cluster for this session, torn down on exit. A local one authorizes with
+    ``authorization_config``; an existing cluster's authorizers are its own (the file is not used)."""
     if mode() == "kubeconfig":
         try:
             found = kubeconfig.load(Path(os.environ[KUBECONFIG_ENV]), workdir)
@@ -130,5 +139,7 @@ def provide(workdir: Path, binaries: dict[str, Path]) -> Iterator[Target]:
             raise Unavailable(f"{KUBECONFIG_ENV}: {exc}") from exc
         yield found
         return
-    with processes.running(workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"]) as plane:
+    with processes.running(
+        workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"], authorization_config
+    ) as plane:
         yield Local(plane)

@@ -1,4 +1,4 @@
-"""Session fixtures for the end-to-end suite: one cluster, one guard, three identities.
+"""Session fixtures for the end-to-end suite: one cluster, one guard (both endpoints), three identities.
 
 The binaries are built (or found in the cache) right after collection, when at least one selected
 test is marked ``e2e``: a first build takes minutes and must not count against a single test's
@@ -46,6 +46,17 @@ def require_guard(guard_id: str, e2e: stack.Stack) -> None:
         pytest.skip(f"guard {guard_id!r} is off in the shipped policy")
 
 
+def require_authorizer(e2e: stack.Stack) -> None:
+    """A scenario of the guard's ``/authorize``: the suite can wire the apiserver's authorizer only into
+    the control plane it starts itself, so on an existing cluster (kind) it is skipped, saying why."""
+    if not e2e.authorizer:
+        pytest.skip(
+            "existing-cluster mode: the apiserver does not call the guard's /authorize (its flags were "
+            "fixed when the cluster was created, and tests/e2e/kind-config.yaml does not pass "
+            "--authorization-config); the authorizer scenarios run on the local control plane"
+        )
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if config.option.collectonly or not cluster.needs_binaries():
@@ -77,7 +88,9 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack]:
-    """The cluster with the enforcing guard registered; everything stopped at the end of the session."""
+    """The cluster authorizing through the guard, with the enforcing guard registered for admission too.
+
+    Everything is stopped at the end of the session."""
     config = request.config
     problem = config.stash.get(BUILD_PROBLEM, None)
     if problem is not None:
@@ -90,10 +103,14 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             unavailable(str(exc))
     workdir = tmp_path_factory.mktemp("e2e")
     try:
-        with cluster.provide(workdir, found) as target:
+        with (
+            stack.prepared(workdir) as plan,
+            cluster.provide(workdir, found, plan.authorization_config) as target,
+        ):
             config.stash[DIAGNOSTICS] = target.diagnostics
-            # On an existing cluster (make e2e-kind) the guard is the deployed one: see incluster.
-            provided = incluster.up(target, workdir) if target.guard_in_cluster else stack.up(target, workdir)
+            # On an existing cluster (make e2e-kind) the guard is the deployed one and the apiserver's
+            # authorizers are the cluster's own: ``plan`` is not used there (see incluster).
+            provided = incluster.up(target, workdir) if target.guard_in_cluster else stack.up(target, plan)
             with provided as up:
                 config.stash[DIAGNOSTICS] = up.diagnostics
                 yield up
@@ -103,7 +120,11 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def enforcing(e2e: stack.Stack) -> stack.Stack:
-    """The stack with the webhook pointing at the enforcing guard."""
+    """The stack with the enforcing guard answering both endpoints.
+
+    Scenario fixtures put the stack into the state they need and leave it there (see ``stack``):
+    a test that needs the enforcing guard asks for this fixture, not for ``e2e``.
+    """
     e2e.enforcing()
     return e2e
 

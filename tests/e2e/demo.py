@@ -18,6 +18,7 @@ from types import FrameType
 
 from tests.e2e import cluster, kube, stack
 from tests.e2e.controlplane import binaries, processes
+from webhook import manifests
 
 VICTIM = "demo-prod"
 
@@ -32,9 +33,11 @@ def _instructions(up: stack.Stack, workdir: Path) -> str:
 kube-agent-guard demo: kube-apiserver {up.target.server}, guard {guard.url} ({guard.log})
 The agent is system:serviceaccount:{stack.AGENT_NAMESPACE}:{stack.AGENT_NAME}, bound to cluster-admin.
 
-  # as the agent: denied by the guard, with the reason
+  # as the agent: denied by the guard, with the reason (admission, then the authorizer)
   kubectl --kubeconfig {agent} delete namespace {VICTIM}
   kubectl --kubeconfig {agent} delete namespace {VICTIM} --dry-run=server
+  kubectl --kubeconfig {agent} -n {VICTIM} get secrets
+  kubectl --kubeconfig {agent} delete validatingwebhookconfiguration {manifests.CONFIGURATION_NAME}
   # ordinary work goes through
   kubectl --kubeconfig {agent} -n {VICTIM} create configmap hello --from-literal=greeting=hi
   # the admin is never sent to the guard
@@ -63,8 +66,9 @@ def run(mode: str | None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         with (
-            cluster.provide(workdir, found) as target,
-            stack.up(target, workdir, *(("--mode", mode) if mode else ())) as up,
+            stack.prepared(workdir) as plan,
+            cluster.provide(workdir, found, plan.authorization_config) as target,
+            stack.up(target, plan, *(("--mode", mode) if mode else ())) as up,
         ):
             kube.ensure_namespace(up.admin, VICTIM)
             print(_instructions(up, workdir), flush=True)

@@ -16,6 +16,10 @@ restore it afterwards:
 - blast radius (``scaled_down``): the Deployment scaled to 0 until the apiserver cannot reach the
   guard any more (``failurePolicy: Fail`` then answers the agent with HTTP 500).
 
+The cluster's apiserver flags were fixed when it was created (``kind-config.yaml`` does not pass
+``--authorization-config``), so ``authorizer`` stays False: the attack rows are expected from admission
+and the authorizer's own scenarios skip (``conftest.require_authorizer``).
+
 Every wait ends on an observation of the apiserver's behaviour (the agent's server-side dry-run
 ``DELETE`` of ``e2e-probe``, several times in a row, so that both replicas have answered), not on
 the Deployment's status alone. None of this has run here: there is no Docker engine on the machine

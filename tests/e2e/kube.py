@@ -7,6 +7,7 @@ assert on exactly those: the 403 and its message, ``Warning`` headers, the ``Aud
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import urllib.parse
@@ -30,14 +31,14 @@ class Request:
 
     method: str
     path: str
-    body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None  # a JSON patch is a list
+    body: Mapping[str, Any] | Sequence[Any] | None = None  # a JSON patch is a list
     query: Sequence[tuple[str, str]] = ()
     content_type: str = "application/json"
     accept: str = "application/json"  # e.g. "*/*" for pods/log, which answers text/plain
+    headers: Sequence[tuple[str, str]] = ()  # e.g. ("Impersonate-User", "jane")
 
     def dry_run(self) -> Request:
-        query = (*self.query, ("dryRun", "All"))
-        return Request(self.method, self.path, self.body, query, self.content_type, self.accept)
+        return dataclasses.replace(self, query=(*self.query, ("dryRun", "All")))
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Client:
         url = self.target.server + request.path
         if request.query:
             url += "?" + urllib.parse.urlencode(list(request.query))
-        headers = {"Accept": request.accept}
+        headers = {**dict(request.headers), "Accept": request.accept}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         payload = None
@@ -156,6 +157,19 @@ class Client:
 def admin(target: cluster.Target) -> Client:
     """The target's admin: a static token locally, the kubeconfig's identity on an existing cluster."""
     return Client("admin", target, target.admin_token, target.admin_client_cert)
+
+
+def refusal(exc: kubernetes.client.ApiException) -> Reply:
+    """What a typed API call that raised got from the apiserver, as a ``Reply`` (status, Status body)."""
+    text = exc.body or ""
+    try:
+        body = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        body = {"message": text}
+    headers = exc.headers or {}
+    return Reply(
+        int(exc.status or 0), body if isinstance(body, dict) else {"message": text}, dict(headers), text=text
+    )
 
 
 def ensure_namespace(admin: Client, name: str, labels: Mapping[str, str] | None = None) -> None:

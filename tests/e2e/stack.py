@@ -1,15 +1,32 @@
-"""The product wired into a cluster: guard processes, their webhook registration, the identities.
+"""The product wired into a cluster: guard processes, their two registrations, the identities.
 
-Shared by the pytest fixtures and ``make demo``. The ValidatingWebhookConfiguration is always the one
-``webhook.manifests`` renders from the shipped policy (rules from the guard families, matchConditions
-from the agent selector), pointed by URL at one guard process at a time. Switching it to another guard
-(dry-run mode, a guard that is then stopped) waits until that guard has really answered a probe, so
-no scenario races the apiserver's informer.
+Shared by the pytest fixtures and ``make demo``. One guard process serves both endpoints, registered
+the way ``webhook.manifests`` renders them from the shipped policy:
+
+- ``/authorize`` through the apiserver's ``AuthorizationConfiguration`` (Node, the guard for agents
+  only with ``failurePolicy: Deny``, then RBAC). The apiserver reads it once, at start-up, so the
+  guard's port is chosen and held before the cluster starts (``prepared``), and every guard that must
+  answer ``/authorize`` later (dry-run mode, the enforcing guard again) is restarted on that port.
+  The apiserver caches the authorizer's answers; the suite renders a short ``unauthorizedTTL`` and
+  every restart or stop waits it out, so no scenario gets an answer the previous guard gave.
+- ``/validate`` through the ValidatingWebhookConfiguration (rules from the guard families,
+  matchConditions from the agent selector), pointed by URL at one guard process at a time. Pointing
+  it elsewhere (``extra_guard``: a guard that is then stopped) or restarting the guard behind it
+  waits until the guard has really answered a probe, so no scenario races the apiserver's informer.
+
+Each scenario's fixture puts the stack into the state it needs (``Stack.enforcing``,
+``Stack.guard_mode``, ``Stack.guard_stopped``) and leaves it there: the next fixture changes only what
+differs, so a restart happens only when the mode really changes.
+
+On an existing cluster (kind) none of this applies: ``incluster.InClusterStack`` uses the deployed guard,
+and that cluster's apiserver does not call ``/authorize`` (``Stack.authorizer`` is False).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +45,8 @@ AGENT_NAMESPACE, AGENT_NAME = "mcp-system", "mcp-k8s-go"
 CONTROLLER_NAMESPACE, CONTROLLER_NAME = "kube-system", "e2e-controller"
 PROBE_NAMESPACE = "e2e-probe"
 REGISTRATION_TIMEOUT_SECONDS = 30.0
+# The apiserver caches the authorizer's "denied" and "no opinion" answers this long (shipped: 10s).
+AUTHORIZER_CACHE_SECONDS = 1
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 
 
@@ -95,15 +114,75 @@ class Webhook:
             f"{REGISTRATION_TIMEOUT_SECONDS:.0f}s (last probe: {reply}); guard log:\n{guard.output()}"
         )
 
+    def reinstall(self, guard: serving.Guard) -> None:
+        """Create the configuration again (after a scenario deleted it) and wait until it is used."""
+        self.current = None
+        self.point_at(guard)
+
     def remove(self) -> None:
         name = manifests.CONFIGURATION_NAME
         self.admin.request(kube.Request("DELETE", f"{WEBHOOK_CONFIGURATIONS}/{name}"))
         self.current = None
 
 
+def decisions(output: str) -> list[dict[str, Any]]:
+    """The decision lines (one JSON object per review) in a guard's output, oldest first."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+@dataclass
+class Plan:
+    """What exists before the apiserver starts: the guard's certificates and port, the authorizer files."""
+
+    workdir: Path
+    cert_dir: Path
+    ca_bundle: str
+    policy: policy.Policy
+    port: int
+    authorization_config: Path
+    hold: socket.socket  # bound (not listening): nothing else gets the port until the guard starts
+
+    def release_port(self) -> None:
+        self.hold.close()
+
+
+def render_authorizer(loaded: policy.Policy, ca_bundle: str, port: int, directory: Path) -> Path:
+    """The AuthorizationConfiguration + kubeconfig as shipped, but with the suite's short cache TTL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = manifests.authorization_files(
+        loaded,
+        url=cluster.guard_url(port),
+        ca_bundle=ca_bundle,
+        kubeconfig_path=str(directory / manifests.KUBECONFIG_FILE),
+        unauthorized_ttl=f"{AUTHORIZER_CACHE_SECONDS}s",
+    )
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory / manifests.CONFIG_FILE
+
+
+@contextlib.contextmanager
+def prepared(workdir: Path) -> Iterator[Plan]:
+    """Certificates, the guard's port (held until ``up`` starts the guard) and the authorizer files."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert_dir = workdir / "guard-certs"
+    ca_bundle = make_certs(cert_dir)
+    loaded = policy.load(reviews.RULES)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hold:
+        hold.bind(("127.0.0.1", 0))
+        port: int = hold.getsockname()[1]
+        config = render_authorizer(loaded, ca_bundle, port, workdir / "authz")
+        yield Plan(workdir, cert_dir, ca_bundle, loaded, port, config, hold)
+
+
 @dataclass
 class Stack:
-    """A cluster with the guard registered, and the identities the scenarios act as."""
+    """A cluster with the guard registered, and the identities the scenarios act as.
+
+    Locally (``up``) the guard is a process of the suite on the authorizer's port; on an existing
+    cluster (``incluster.InClusterStack``) it is the deployed one, ``guard`` is None and the methods
+    that start or stop local guard processes raise ``StackError``.
+    """
 
     target: cluster.Target
     workdir: Path
@@ -113,25 +192,86 @@ class Stack:
     agent: kube.Client
     controller: kube.Client
     webhook: Webhook
-    guard: serving.Guard | None  # the enforcing guard the webhook normally points at; None: in the cluster
-    guards: list[serving.Guard] = field(default_factory=list)
-
-    @contextlib.contextmanager
-    def extra_guard(self, *arguments: str) -> Iterator[serving.Guard]:
-        """Another ``agent-guard serve`` with the same certificates (e.g. ``--mode dry-run``)."""
-        with serving.running(self.workdir, self.cert_dir, *arguments) as guard:
-            self.guards.append(guard)
-            yield guard
+    guard: serving.Guard | None  # the guard on ``port``: /authorize and /validate; None: in the cluster
+    guards: list[serving.Guard] = field(default_factory=list)  # every guard started, for diagnostics
+    # Whether the apiserver asks the guard's /authorize about agents (the local control plane is started
+    # with ``Plan.authorization_config``; an existing cluster's apiserver flags are fixed at creation).
+    authorizer: bool = False
+    port: int = 0  # the port the authorizer calls (fixed at the apiserver's start); 0: no local guard
+    arguments: tuple[str, ...] = ()  # the extra ``agent-guard serve`` arguments of ``guard``
+    stopped_at: float = 0.0  # when a guard on ``port`` last stopped answering
+    processes: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # closed by ``up``
 
     def local_guard(self) -> serving.Guard:
-        """The enforcing guard process; an existing cluster's guard is deployed in it (``incluster``)."""
+        """The guard process on the authorizer's port (the current one: restarts replace it)."""
         if self.guard is None:
             raise StackError("the guard runs in the cluster: there is no local guard process")
         return self.guard
 
+    def start_guard(self, *arguments: str) -> serving.Guard:
+        """``agent-guard serve <arguments>`` on the authorizer's port (nothing may be listening there)."""
+        if not self.port:
+            raise StackError("the guard runs in the cluster: no local guard can be started")
+        log = self.workdir / f"agent-guard-{self.port}-{len(self.guards)}.log"
+        guard = self.processes.enter_context(
+            serving.running(self.workdir, self.cert_dir, *arguments, port=self.port, log=log)
+        )
+        self.guards.append(guard)
+        self.guard, self.arguments = guard, arguments
+        return guard
+
+    def stop_guard(self) -> None:
+        """Stop the guard on the authorizer's port: agents now fail closed, on both endpoints."""
+        guard = self.local_guard()
+        if guard.process.poll() is None:
+            guard.stop()
+            self.stopped_at = time.monotonic()
+
+    def wait_out_cached_answers(self) -> None:
+        """Until the answers the apiserver cached from the stopped guard have expired."""
+        remaining = self.stopped_at + AUTHORIZER_CACHE_SECONDS - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+
+    def restart_guard(self, *arguments: str) -> serving.Guard:
+        """Replace the guard on the authorizer's port; return once the apiserver calls the new one."""
+        self.stop_guard()
+        guard = self.start_guard(*arguments)
+        self.wait_out_cached_answers()
+        self.webhook.point_at(guard)
+        return guard
+
+    def guard_mode(self, *arguments: str) -> serving.Guard:
+        """The guard on the authorizer's port, running with ``arguments`` (e.g. ``--mode dry-run``),
+        and the webhook pointing at it; restarted only when it is not already so."""
+        guard = self.local_guard()
+        if self.arguments != arguments or guard.process.poll() is not None:
+            return self.restart_guard(*arguments)
+        self.webhook.point_at(guard)  # a no-op unless a scenario pointed it elsewhere
+        return guard
+
     def enforcing(self) -> None:
-        """Point the webhook back at the enforcing guard (a no-op when it already is)."""
-        self.webhook.point_at(self.local_guard())
+        """The enforcing guard on the authorizer's port, and the webhook pointing at it."""
+        self.guard_mode()
+
+    def guard_stopped(self) -> None:
+        """No guard at all: both registrations point at the authorizer's port, where nothing listens."""
+        guard = self.local_guard()
+        if guard.process.poll() is None:
+            self.webhook.point_at(guard)  # a no-op unless a scenario pointed it elsewhere
+            self.stop_guard()
+        self.wait_out_cached_answers()
+
+    @contextlib.contextmanager
+    def extra_guard(self, *arguments: str) -> Iterator[serving.Guard]:
+        """Another ``agent-guard serve`` on another port, with the same certificates.
+
+        Only the ValidatingWebhookConfiguration can be pointed at it: the authorizer keeps calling
+        the guard on ``port``.
+        """
+        with serving.running(self.workdir, self.cert_dir, *arguments) as guard:
+            self.guards.append(guard)
+            yield guard
 
     def diagnostics(self, lines: int = 40) -> str:
         parts = [self.target.diagnostics()]
@@ -143,23 +283,34 @@ class Stack:
 
 
 @contextlib.contextmanager
-def up(target: cluster.Target, workdir: Path, *guard_arguments: str) -> Iterator[Stack]:
-    """Certificates, identities, the guard (``agent-guard serve`` + arguments) and its registration.
+def up(target: cluster.Target, plan: Plan, *guard_arguments: str) -> Iterator[Stack]:
+    """The guard (``agent-guard serve`` + arguments) on the planned port, identities, the webhook.
 
-    Everything is undone on exit.
+    The cluster must have been started with ``plan.authorization_config``. Everything is undone on exit.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    cert_dir = workdir / "guard-certs"
-    ca_bundle = make_certs(cert_dir)
-    loaded = policy.load(reviews.RULES)
-    admin = kube.Client("admin", target, target.admin_token)
+    admin = kube.admin(target)
     agent = kube.service_account(admin, AGENT_NAMESPACE, AGENT_NAME, "cluster-admin")
     controller = kube.service_account(admin, CONTROLLER_NAMESPACE, CONTROLLER_NAME, "cluster-admin")
     kube.ensure_namespace(admin, PROBE_NAMESPACE)
-    kube.ensure_namespace(admin, loaded.guard_namespace)
-    webhook = Webhook(admin, agent, loaded, ca_bundle)
-    with serving.running(workdir, cert_dir, *guard_arguments) as guard:
-        stack = Stack(target, workdir, cert_dir, loaded, admin, agent, controller, webhook, guard, [guard])
+    kube.ensure_namespace(admin, plan.policy.guard_namespace)
+    webhook = Webhook(admin, agent, plan.policy, plan.ca_bundle)
+    with contextlib.ExitStack() as processes:
+        stack = Stack(
+            target,
+            plan.workdir,
+            plan.cert_dir,
+            plan.policy,
+            admin,
+            agent,
+            controller,
+            webhook,
+            guard=None,
+            authorizer=True,
+            port=plan.port,
+            processes=processes,
+        )
+        plan.release_port()
+        guard = stack.start_guard(*guard_arguments)
         try:
             webhook.point_at(guard)
             yield stack

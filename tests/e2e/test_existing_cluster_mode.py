@@ -58,23 +58,28 @@ def whoami(client: kube.Client) -> dict[str, Any]:
     return info
 
 
-def test_kubeconfig_target_acts_as_its_identity(e2e: stack.Stack, tmp_path: Path) -> None:
-    if e2e.target.guard_in_cluster:
+def test_kubeconfig_target_acts_as_its_identity(enforcing: stack.Stack, tmp_path: Path) -> None:
+    """A kind-shaped kubeconfig's client is exactly its identity (and the agent's is judged as the agent)."""
+    if enforcing.target.guard_in_cluster:
         pytest.skip("this session's cluster already comes from a kubeconfig")
     admin_config = kind_shaped(
-        e2e.target.server, e2e.target.ca_file, "admin", e2e.target.admin_token, tmp_path / "a"
+        enforcing.target.server,
+        enforcing.target.ca_file,
+        "admin",
+        enforcing.target.admin_token,
+        tmp_path / "a",
     )
     target = kubeconfig.load(admin_config, tmp_path / "work")
-    assert target.ca_file.read_bytes() == e2e.target.ca_file.read_bytes()
+    assert target.ca_file.read_bytes() == enforcing.target.ca_file.read_bytes()
     admin = kube.admin(target)
-    assert whoami(admin) == whoami(e2e.admin)
+    assert whoami(admin) == whoami(enforcing.admin)
     assert "system:masters" in whoami(admin)["groups"]
 
     agent_config = kind_shaped(
-        e2e.target.server, e2e.target.ca_file, "agent", e2e.agent.token, tmp_path / "b"
+        enforcing.target.server, enforcing.target.ca_file, "agent", enforcing.agent.token, tmp_path / "b"
     )
     agent = kube.admin(kubeconfig.load(agent_config, tmp_path / "work"))
-    assert whoami(agent)["username"] == e2e.agent.name
+    assert whoami(agent)["username"] == enforcing.agent.name
     assert incluster.enforcing_answer(incluster.probe(agent)), incluster.probe(agent)
     assert not incluster.enforcing_answer(incluster.probe(admin))
 

@@ -80,6 +80,15 @@ def test_webhook_settings_are_valid_and_fail_closed(shipped_policy: policy.Polic
     }
 
 
+def test_files_take_a_shorter_cache_ttl(shipped_policy: policy.Policy) -> None:
+    """The end-to-end harness renders 1s so that a restarted guard is asked again at once."""
+    files = manifests.authorization_files(shipped_policy, ca_bundle="Q0E=", unauthorized_ttl="1s")
+    webhook = _webhook(yaml.safe_load(files[manifests.CONFIG_FILE]))
+    assert webhook["unauthorizedTTL"] == "1s"
+    shipped = manifests.authorization_files(shipped_policy, ca_bundle="Q0E=")
+    assert _webhook(yaml.safe_load(shipped[manifests.CONFIG_FILE]))["unauthorizedTTL"] == "10s"
+
+
 def test_match_conditions_come_from_the_policy_agents(tmp_path: Path) -> None:
     rules = tmp_path / "policy.yaml"
     rules.write_text(

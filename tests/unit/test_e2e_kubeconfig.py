@@ -104,5 +104,8 @@ def test_the_suite_reports_a_missing_kubeconfig_as_unavailable(
 ) -> None:
     monkeypatch.setenv(cluster.KUBECONFIG_ENV, str(tmp_path / "absent"))
     assert cluster.mode() == "kubeconfig" and not cluster.needs_binaries()
-    with pytest.raises(cluster.Unavailable, match="make e2e-kind writes"), cluster.provide(tmp_path, {}):
+    with (
+        pytest.raises(cluster.Unavailable, match="make e2e-kind writes"),
+        cluster.provide(tmp_path, {}, tmp_path / "authz.yaml"),
+    ):
         pass

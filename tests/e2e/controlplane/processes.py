@@ -1,9 +1,9 @@
 """Start, wait for and stop etcd and kube-apiserver as local processes.
 
 Everything lives in one work directory (data, certificates, token file, audit policy and log, process
-logs) and on ephemeral loopback ports. Authorization flags come from one function,
-``authorization_flags``, so switching from ``--authorization-mode`` to an ``--authorization-config``
-file that puts the guard's authorizer in front of RBAC is a change in one place.
+logs) and on ephemeral loopback ports. The apiserver authorizes with the ``AuthorizationConfiguration``
+file it is given (``authorization_flags``): the one the guard's ``webhook.manifests`` renders puts the
+guard's authorizer between Node and RBAC. The caller writes it, because it names the guard's URL.
 
 There is no controller-manager, scheduler or kubelet: Deployments never get pods and namespaces stay
 ``Terminating`` after a delete. Tests create what those would (the ``default`` ServiceAccount).
@@ -243,10 +243,9 @@ def make_pki(directory: Path) -> Pki:
     return pki
 
 
-def authorization_flags(workdir: Path) -> list[str]:
-    """How the apiserver authorizes. The authorization-webhook issue replaces this with a config file."""
-    del workdir  # will hold the AuthorizationConfiguration file
-    return ["--authorization-mode=Node,RBAC"]
+def authorization_flags(authorization_config: Path) -> list[str]:
+    """How the apiserver authorizes: the structured configuration replaces ``--authorization-mode``."""
+    return [f"--authorization-config={authorization_config}"]
 
 
 @dataclass
@@ -257,7 +256,7 @@ class ApiServer:
     audit_log: Path
 
 
-def start_apiserver(binary: Path, workdir: Path, etcd: Etcd) -> ApiServer:
+def start_apiserver(binary: Path, workdir: Path, etcd: Etcd, authorization_config: Path) -> ApiServer:
     pki = make_pki(workdir / "pki")
     audit_policy = workdir / "audit-policy.yaml"
     audit_policy.write_text(AUDIT_POLICY)
@@ -281,7 +280,7 @@ def start_apiserver(binary: Path, workdir: Path, etcd: Etcd) -> ApiServer:
             f"--service-account-key-file={pki.service_account_public_key}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--token-auth-file={pki.tokens}",
-            *authorization_flags(workdir),
+            *authorization_flags(authorization_config),
             f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
             f"--audit-policy-file={audit_policy}",
             f"--audit-log-path={audit_log}",
@@ -319,13 +318,15 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def running(workdir: Path, etcd_binary: Path, apiserver_binary: Path) -> Iterator[ControlPlane]:
-    """etcd and kube-apiserver, ready; both stopped on exit whatever happened."""
+def running(
+    workdir: Path, etcd_binary: Path, apiserver_binary: Path, authorization_config: Path
+) -> Iterator[ControlPlane]:
+    """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         etcd = start_etcd(etcd_binary, workdir)
         stack.callback(etcd.process.stop)
-        apiserver = start_apiserver(apiserver_binary, workdir, etcd)
+        apiserver = start_apiserver(apiserver_binary, workdir, etcd, authorization_config)
         stack.callback(apiserver.process.stop)
         yield ControlPlane(workdir, etcd, apiserver, started_in=time.monotonic() - started)
