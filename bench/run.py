@@ -53,29 +53,46 @@ def build_loadgen() -> Path:
         raise SystemExit(f"make bench: {exc}") from exc
 
 
+def _command(
+    loadgen: Path, url: str, ca: Path, bodies: Path, mode: str, seconds: float, **opts: Any
+) -> list[str]:
+    command = [str(loadgen), "-url", url, "-ca", str(ca), "-bodies", str(bodies), "-mode", mode]
+    command += ["-duration", f"{seconds}s", "-warmup", f"{opts.pop('warmup', 2)}s"]
+    for key, value in opts.items():
+        command += [f"-{key}", str(value)]
+    return command
+
+
 def load(
     loadgen: Path, url: str, ca: Path, bodies: Path, mode: str, seconds: float, **opts: Any
 ) -> dict[str, Any]:
-    command = [
-        str(loadgen),
-        "-url",
-        url,
-        "-ca",
-        str(ca),
-        "-bodies",
-        str(bodies),
-        "-mode",
-        mode,
-        "-duration",
-        f"{seconds}s",
-        "-warmup",
-        f"{opts.pop('warmup', 2)}s",
-    ]
-    for key, value in opts.items():
-        command += [f"-{key}", str(value)]
+    command = _command(loadgen, url, ca, bodies, mode, seconds, **opts)
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def soak(loadgen: Path, guard: serving.Guard, ca: Path, bodies: Path, seconds: float) -> dict[str, Any]:
+    """1,000 req/s for ``seconds`` after a 20 s warm-up, sampling the server's RSS every 30 s.
+
+    The first sample is taken after the warm-up, so what the first requests allocate once (imports,
+    caches, connection buffers) is not mistaken for growth; a leak shows as a rising series.
+    """
+    url = f"{guard.url}/validate"
+    load(loadgen, url, ca, bodies, "rate", 20, rate=1000, conns=64, warmup=0)
+    command = _command(loadgen, url, ca, bodies, "rate", seconds, rate=1000, conns=64, warmup=0)
+    samples = [(0.0, rss_kib(guard.process.pid))]
+    started = time.monotonic()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as running:
+        while running.poll() is None:
+            time.sleep(1)
+            elapsed = time.monotonic() - started
+            if elapsed - samples[-1][0] >= 30:
+                samples.append((round(elapsed), rss_kib(guard.process.pid)))
+        output = running.stdout.read() if running.stdout else ""
+    samples.append((round(time.monotonic() - started), rss_kib(guard.process.pid)))
+    result: dict[str, Any] = json.loads(output)
+    return {"seconds": seconds, "rss_kib": samples, **result}
 
 
 def rss_kib(pid: int) -> int:
@@ -221,21 +238,9 @@ def main() -> int:
 
         if args.soak > 0:
             with serving.running(workdir, cert_dir) as guard:
-                before = rss_kib(guard.process.pid)
-                soak = load(
-                    loadgen,
-                    f"{guard.url}/validate",
-                    ca,
-                    validate_bodies,
-                    "rate",
-                    args.soak,
-                    rate=1000,
-                    conns=64,
-                    warmup=0,
-                )
-                after = rss_kib(guard.process.pid)
-            results["soak"] = {"seconds": args.soak, "rss_start_kib": before, "rss_end_kib": after, **soak}
-            print(f"[soak] {args.soak:.0f}s @1000/s: {fmt(soak)}  RSS {before} -> {after} KiB", flush=True)
+                results["soak"] = soaked = soak(loadgen, guard, ca, validate_bodies, args.soak)
+            series = " ".join(f"{t}s:{kib // 1024}" for t, kib in soaked["rss_kib"])
+            print(f"[soak] {args.soak:.0f}s @1000/s: {fmt(soaked)}  RSS MiB {series}", flush=True)
 
     if args.e2e_pods > 0:
         cost = e2e_cost.run(args.e2e_pods, rounds=4)
