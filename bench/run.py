@@ -5,7 +5,8 @@
 3. Max throughput of each (closed loop), the ratio webhook/floor, for /validate and /authorize.
 4. Open-loop latency at fixed rates (500 and 1,000 req/s): p50/p99/p99.9.
 5. The same with 2 workers, if the server supports ``--workers``.
-6. Engine-only micro-benchmark per guard family (no HTTP).
+6. In-process cost of a review by part (``bench.inproc``) and an engine-only micro-benchmark per
+   guard family (no HTTP).
 7. A memory soak at 1,000 req/s (RSS at start and end; ``--soak 300`` for the 5-minute one).
 8. End-to-end cost: agent pod creations through a real kube-apiserver with and without the guard
    (``bench.e2e_cost``; needs the e2e control plane, built on first use).
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import e2e_cost, micro, mix
+from bench import e2e_cost, inproc, micro, mix
 from tests import gotools, reviews, serving
 from webhook import certs
 
@@ -232,6 +233,9 @@ def main() -> int:
         else:
             print("2 workers: this build of agent-guard serve has no --workers, skipped", flush=True)
 
+        results["in_process"] = inproc.run()
+        for label, micros in results["in_process"].items():
+            print(f"[in-process] {label:<30} {micros:7.1f} us per review", flush=True)
         results["engine"] = micro.run()
         for family, rate in results["engine"].items():
             print(f"[engine] {family:<22} {rate:10.0f} reviews/s", flush=True)
