@@ -147,7 +147,7 @@ def test_replay_finds_exactly_the_agents_attacks_and_none_of_the_admins(
     assert sorted(e["auditID"] for e in ours) == sorted(attacked), [
         (e["user"], e["verb"], e["target"]) for e in ours if e["auditID"] not in attacked
     ]
-    # Judged as the agent, whoever sent it: "<agent> (as <caller>)" is someone impersonating the agent
+    # Judged as the agent, whoever sent it: "<agent> (impersonated by <caller>)"
     # (test_authorization's admin does), which the apiserver's authorizer judges as the agent too.
-    assert {e["user"].split(" (as ")[0] for e in entries} == {enforcing.agent.name}
+    assert {e["user"].split(" (impersonated by ")[0] for e in entries} == {enforcing.agent.name}
     assert report["summary"]["byAgent"].get(enforcing.agent.name, 0) >= len(attacked)

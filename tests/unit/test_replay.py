@@ -445,7 +445,10 @@ def test_requests_are_built_like_the_apiserver_builds_them(
     webhook_config = _checks(payload, "validatingwebhookconfigurations probe-guard")
     assert list(webhook_config) == ["delete validatingwebhookconfigurations probe-guard"]  # authorizer only
     impersonating = next(r for r in payload["requests"] if r["target"] == "secrets probe-b/token")
-    assert impersonating["user"] == f"system:serviceaccount:probe-b:deployer (as {AGENT['username']})"
+    assert (
+        impersonating["user"]
+        == f"system:serviceaccount:probe-b:deployer (impersonated by {AGENT['username']})"
+    )
     assert [c["request"] for c in impersonating["checks"]] == [
         f"impersonate serviceaccounts probe-b/deployer (derived: impersonation by {AGENT['username']})"
     ]

@@ -88,7 +88,7 @@ def judge_event(judge: engine.Engine, source: str, event: Mapping[str, Any]) -> 
         audit_id=str(event.get("auditID", "")),
         time=str(event.get("requestReceivedTimestamp") or event.get("stageTimestamp") or ""),
         source=source,
-        user=user.username + (f" (as {caller.username})" if user is not caller else ""),
+        user=user.username + (f" (impersonated by {caller.username})" if user is not caller else ""),
         verb=str(event["verb"]),
         target=target,
         code=code,
