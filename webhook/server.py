@@ -80,12 +80,9 @@ def prepare_certs(cert_dir: Path) -> certs.Paths:
 
 def load_engine(settings: Settings) -> engine.Engine:
     try:
-        judge = engine.Engine(policy.load(settings.rules, settings.mode))
+        return reload.compile_policy(settings.rules, settings.mode)
     except policy.PolicyError as exc:
         raise ServeError(f"invalid policy:\n{exc}") from exc
-    for level, line in judge.exemption_status():
-        log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
-    return judge
 
 
 def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -> uvicorn.Config:

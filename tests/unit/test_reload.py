@@ -129,3 +129,18 @@ def test_routing_change_asks_for_a_new_webhook_configuration(
         mounts.publish(tmp_path / "rules", {"policy.yaml": OTHER_AGENTS})
         asyncio.run(reloader.reload())
     assert "re-render and apply the ValidatingWebhookConfiguration" in caplog.text
+
+
+def test_reload_reports_a_lapsed_exemption_like_a_start(
+    state: app.State, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lapsed = (
+        b"apiVersion: agent-guard.io/v1alpha1\nkind: Policy\nexemptions:\n"
+        b"  - {guard: namespace-delete, serviceAccount: mcp-system/mcp-k8s-go, namespace: old,"
+        b" reason: a finished migration, expires: 2000-01-01}\n"
+    )
+    reloader = reload.PolicyReloader(tmp_path / "rules", None, state)
+    mounts.publish(tmp_path / "rules", {"policy.yaml": POLICY, "exemptions.yaml": lapsed})
+    with caplog.at_level(logging.WARNING, logger="agent-guard.reload"):
+        assert asyncio.run(reloader.reload())
+    assert "EXPIRED on 2000-01-01" in caplog.text
