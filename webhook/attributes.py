@@ -17,6 +17,14 @@ Object = Mapping[str, Any]
 SA_PREFIX = "system:serviceaccount:"
 
 
+def split_namespace_name(text: str) -> tuple[str, str] | None:
+    """``"namespace/name"`` -> ``(namespace, name)``; None unless both parts are there and non-empty."""
+    namespace, slash, name = text.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        return None
+    return namespace, name
+
+
 @dataclass(frozen=True, slots=True)
 class UserInfo:
     """The caller as the apiserver authenticated it (after impersonation)."""

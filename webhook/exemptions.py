@@ -18,19 +18,15 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pydantic
-from pydantic import alias_generators
 
 from webhook import attributes
+from webhook.guards import base
 
 NAMESPACES = "namespaces"
 
 
-class Spec(pydantic.BaseModel):
+class Spec(base.PolicyModel):
     """One ``exemptions:`` entry as written in the policy YAML."""
-
-    model_config = pydantic.ConfigDict(
-        extra="forbid", frozen=True, alias_generator=alias_generators.to_camel, populate_by_name=True
-    )
 
     guard: str = pydantic.Field(min_length=1)
     username: str | None = pydantic.Field(default=None, min_length=1)
@@ -45,8 +41,7 @@ class Spec(pydantic.BaseModel):
     def _namespace_slash_name(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        namespace, slash, name = value.partition("/")
-        if not slash or not namespace or not name or "/" in name or "*" in value:
+        if attributes.split_namespace_name(value) is None or "*" in value:
             raise ValueError(f"{value!r} must be an exact 'namespace/name' (no wildcards)")
         return value
 

@@ -20,17 +20,15 @@ class Kind:
     kind: str
     resource: str
     namespaced: bool
-    preferred_version: str
 
 
-def _k(group: str, version: str, namespaced: bool, *pairs: tuple[str, str]) -> list[Kind]:
-    return [Kind(group, kind, resource, namespaced, version) for kind, resource in pairs]
+def _k(group: str, namespaced: bool, *pairs: tuple[str, str]) -> list[Kind]:
+    return [Kind(group, kind, resource, namespaced) for kind, resource in pairs]
 
 
 _TABLE: list[Kind] = [
     *_k(
         "",
-        "v1",
         True,
         ("Pod", "pods"),
         ("Service", "services"),
@@ -48,7 +46,6 @@ _TABLE: list[Kind] = [
     ),
     *_k(
         "",
-        "v1",
         False,
         ("Namespace", "namespaces"),
         ("Node", "nodes"),
@@ -57,7 +54,6 @@ _TABLE: list[Kind] = [
     ),
     *_k(
         "apps",
-        "v1",
         True,
         ("Deployment", "deployments"),
         ("ReplicaSet", "replicasets"),
@@ -65,54 +61,50 @@ _TABLE: list[Kind] = [
         ("DaemonSet", "daemonsets"),
         ("ControllerRevision", "controllerrevisions"),
     ),
-    *_k("batch", "v1", True, ("Job", "jobs"), ("CronJob", "cronjobs")),
-    *_k("rbac.authorization.k8s.io", "v1", True, ("Role", "roles"), ("RoleBinding", "rolebindings")),
+    *_k("batch", True, ("Job", "jobs"), ("CronJob", "cronjobs")),
+    *_k("rbac.authorization.k8s.io", True, ("Role", "roles"), ("RoleBinding", "rolebindings")),
     *_k(
         "rbac.authorization.k8s.io",
-        "v1",
         False,
         ("ClusterRole", "clusterroles"),
         ("ClusterRoleBinding", "clusterrolebindings"),
     ),
-    *_k("certificates.k8s.io", "v1", False, ("CertificateSigningRequest", "certificatesigningrequests")),
+    *_k("certificates.k8s.io", False, ("CertificateSigningRequest", "certificatesigningrequests")),
     *_k(
         "admissionregistration.k8s.io",
-        "v1",
         False,
         ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"),
         ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations"),
         ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
         ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings"),
     ),
-    *_k("networking.k8s.io", "v1", True, ("Ingress", "ingresses"), ("NetworkPolicy", "networkpolicies")),
-    *_k("networking.k8s.io", "v1", False, ("IngressClass", "ingressclasses")),
-    *_k("policy", "v1", True, ("PodDisruptionBudget", "poddisruptionbudgets")),
-    *_k("autoscaling", "v2", True, ("HorizontalPodAutoscaler", "horizontalpodautoscalers")),
-    *_k("coordination.k8s.io", "v1", True, ("Lease", "leases")),
-    *_k("discovery.k8s.io", "v1", True, ("EndpointSlice", "endpointslices")),
+    *_k("networking.k8s.io", True, ("Ingress", "ingresses"), ("NetworkPolicy", "networkpolicies")),
+    *_k("networking.k8s.io", False, ("IngressClass", "ingressclasses")),
+    *_k("policy", True, ("PodDisruptionBudget", "poddisruptionbudgets")),
+    *_k("autoscaling", True, ("HorizontalPodAutoscaler", "horizontalpodautoscalers")),
+    *_k("coordination.k8s.io", True, ("Lease", "leases")),
+    *_k("discovery.k8s.io", True, ("EndpointSlice", "endpointslices")),
     *_k(
         "storage.k8s.io",
-        "v1",
         False,
         ("StorageClass", "storageclasses"),
         ("CSIDriver", "csidrivers"),
         ("CSINode", "csinodes"),
         ("VolumeAttachment", "volumeattachments"),
     ),
-    *_k("scheduling.k8s.io", "v1", False, ("PriorityClass", "priorityclasses")),
-    *_k("node.k8s.io", "v1", False, ("RuntimeClass", "runtimeclasses")),
-    *_k("apiextensions.k8s.io", "v1", False, ("CustomResourceDefinition", "customresourcedefinitions")),
-    *_k("apiregistration.k8s.io", "v1", False, ("APIService", "apiservices")),
-    *_k("authentication.k8s.io", "v1", False, ("TokenReview", "tokenreviews")),
+    *_k("scheduling.k8s.io", False, ("PriorityClass", "priorityclasses")),
+    *_k("node.k8s.io", False, ("RuntimeClass", "runtimeclasses")),
+    *_k("apiextensions.k8s.io", False, ("CustomResourceDefinition", "customresourcedefinitions")),
+    *_k("apiregistration.k8s.io", False, ("APIService", "apiservices")),
+    *_k("authentication.k8s.io", False, ("TokenReview", "tokenreviews")),
     *_k(
         "authorization.k8s.io",
-        "v1",
         False,
         ("SubjectAccessReview", "subjectaccessreviews"),
         ("SelfSubjectAccessReview", "selfsubjectaccessreviews"),
         ("SelfSubjectRulesReview", "selfsubjectrulesreviews"),
     ),
-    *_k("authorization.k8s.io", "v1", True, ("LocalSubjectAccessReview", "localsubjectaccessreviews")),
+    *_k("authorization.k8s.io", True, ("LocalSubjectAccessReview", "localsubjectaccessreviews")),
 ]
 
 _BY_KIND = {(k.group, k.kind): k for k in _TABLE}
@@ -182,8 +174,3 @@ def kind_of(group: str, resource: str, sub_resource: str = "") -> str:
             return special
     known = _BY_RESOURCE.get((group, resource))
     return known.kind if known is not None else ""
-
-
-def is_namespaced(group: str, resource: str) -> bool | None:
-    known = _BY_RESOURCE.get((group, resource))
-    return known.namespaced if known is not None else None

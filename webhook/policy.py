@@ -17,7 +17,7 @@ import pydantic
 import yaml
 from pydantic import alias_generators
 
-from webhook import exemptions, guards
+from webhook import attributes, exemptions, guards
 from webhook.guards import base
 
 GlobalMode = Literal["enforce", "dry-run"]
@@ -61,23 +61,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_yaml_timestamp)
 
 
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-    )
-
-
-class ExtraMatch(_Model):
+class ExtraMatch(base.PolicyModel):
     """Match callers whose ``userInfo.extra[key]`` contains ``value`` (e.g. a credential id)."""
 
     key: str = pydantic.Field(min_length=1)
     value: str = pydantic.Field(min_length=1)
 
 
-class AgentSelector(_Model):
+class AgentSelector(base.PolicyModel):
     """Who is an agent. Any one match is enough."""
 
     service_accounts: tuple[str, ...] = ()  # "namespace/name", "*" wildcards allowed in both parts
@@ -90,8 +81,7 @@ class AgentSelector(_Model):
     @classmethod
     def _namespace_slash_name(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            namespace, slash, name = item.partition("/")
-            if not slash or not namespace or not name or "/" in name:
+            if attributes.split_namespace_name(item) is None:
                 raise ValueError(f"{item!r} must be 'namespace/name' (wildcards '*' allowed)")
         return value
 
@@ -102,7 +92,7 @@ class AgentSelector(_Model):
         )
 
 
-class _Document(_Model):
+class _Document(base.PolicyModel):
     """One policy file. Sections may be split across files; each may appear in one file only."""
 
     api_version: Literal["agent-guard.io/v1alpha1"]
@@ -135,9 +125,6 @@ class Policy:
         if self.forced:
             return self.mode
         return own or self.mode
-
-    def settings_of(self, guard_id: str) -> base.GuardSettings:
-        return self.guards[guard_id]
 
     def with_mode(self, mode: GlobalMode) -> Policy:
         """The same policy with every guard that is not off forced into ``mode`` (``--mode``).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 import pydantic
 from pydantic import alias_generators
@@ -21,8 +21,8 @@ from webhook import attributes
 Mode = Literal["enforce", "dry-run", "off"]
 
 
-class GuardSettings(pydantic.BaseModel):
-    """Base for a family's policy section; YAML keys are camelCase, unknown keys are errors."""
+class PolicyModel(pydantic.BaseModel):
+    """How every part of the policy YAML is read: camelCase keys, unknown keys are errors, immutable."""
 
     model_config = pydantic.ConfigDict(
         extra="forbid",
@@ -30,6 +30,21 @@ class GuardSettings(pydantic.BaseModel):
         alias_generator=alias_generators.to_camel,
         populate_by_name=True,
     )
+
+
+def _names_per_namespace(value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    for namespace, names in value.items():
+        if not namespace or any(not name for name in names):
+            raise ValueError("namespaces and names must be non-empty strings")
+    return value
+
+
+# An allow-list of object names per namespace ("*" as a name: every one), as guards take them.
+NamesPerNamespace = Annotated[dict[str, tuple[str, ...]], pydantic.AfterValidator(_names_per_namespace)]
+
+
+class GuardSettings(PolicyModel):
+    """Base for a family's policy section."""
 
     mode: Mode | None = None
 

@@ -84,15 +84,7 @@ class Settings(base.GuardSettings):
     ``"*"`` as a name allows every Secret of that namespace (and listing it). Default: none.
     """
 
-    allowed_secrets: dict[str, tuple[str, ...]] = pydantic.Field(default_factory=dict)
-
-    @pydantic.field_validator("allowed_secrets")
-    @classmethod
-    def _non_empty(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for namespace, names in value.items():
-            if not namespace or any(not name for name in names):
-                raise ValueError("namespaces and Secret names must be non-empty strings")
-        return value
+    allowed_secrets: base.NamesPerNamespace = pydantic.Field(default_factory=dict)
 
     def allows(self, namespace: str, name: str) -> bool:
         names = self.allowed_secrets.get(namespace, ())

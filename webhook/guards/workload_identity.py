@@ -36,17 +36,9 @@ class Settings(base.GuardSettings):
     """Which ServiceAccounts an agent's workloads may run as, besides ``default``."""
 
     # namespace -> account names; "*" allows every account of that namespace. Default: none.
-    allowed_service_accounts: dict[str, tuple[str, ...]] = pydantic.Field(default_factory=dict)
+    allowed_service_accounts: base.NamesPerNamespace = pydantic.Field(default_factory=dict)
     # A pod with automountServiceAccountToken: false (and no other token route) may run as any account.
     allow_without_token: bool = True
-
-    @pydantic.field_validator("allowed_service_accounts")
-    @classmethod
-    def _non_empty(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for namespace, names in value.items():
-            if not namespace or any(not name for name in names):
-                raise ValueError("namespaces and ServiceAccount names must be non-empty strings")
-        return value
 
     def allows(self, namespace: str, account: str) -> bool:
         names = self.allowed_service_accounts.get(namespace, ())
