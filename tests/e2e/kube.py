@@ -101,10 +101,6 @@ class Client:
         return kubernetes.client.AppsV1Api(self.api)
 
     @property
-    def rbac(self) -> Any:
-        return kubernetes.client.RbacAuthorizationV1Api(self.api)
-
-    @property
     def admissionregistration(self) -> Any:
         return kubernetes.client.AdmissionregistrationV1Api(self.api)
 

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -306,7 +306,6 @@ class ControlPlane:
     workdir: Path
     etcd: Etcd
     apiserver: ApiServer
-    started_in: float = field(default=0.0)
 
     def diagnostics(self, lines: int = 60) -> str:
         parts = []
@@ -323,10 +322,9 @@ def running(
 ) -> Iterator[ControlPlane]:
     """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     with contextlib.ExitStack() as stack:
         etcd = start_etcd(etcd_binary, workdir)
         stack.callback(etcd.process.stop)
         apiserver = start_apiserver(apiserver_binary, workdir, etcd, authorization_config)
         stack.callback(apiserver.process.stop)
-        yield ControlPlane(workdir, etcd, apiserver, started_in=time.monotonic() - started)
+        yield ControlPlane(workdir, etcd, apiserver)
