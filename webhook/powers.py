@@ -17,6 +17,7 @@ agent holds and what stops it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -160,14 +161,22 @@ class Held:
     grant: rbac.Grant
 
 
-def held(grants: Iterable[rbac.Grant], powers: Sequence[Power] = POWERS) -> Iterator[Held]:
+def held(
+    grants: Iterable[rbac.Grant], powers: Sequence[Power] = POWERS, *, named: bool = False
+) -> Iterator[Held]:
     """Each power the grants give, once per (power, grant): the first ask of the power it matches.
 
-    Namespace scope does not matter here: a power held in one namespace is still the power.
+    Namespace scope does not matter here: a power held in one namespace is still the power. With
+    ``named``, a rule restricted by ``resourceNames`` counts too (reading *one* Secret is still
+    reading Secrets; the ask then carries the first name): what an audit reports. Without it, only
+    grants that cover any object of the kind count.
     """
     for grant in grants:
+        names = grant.rule.resource_names if named else ()
         for power in powers:
             for ask in power.asks:
+                if names and ask.is_resource:
+                    ask = dataclasses.replace(ask, name=names[0])  # noqa: PLW2901 - the ask as granted
                 if grant.rule.allows(ask):
                     yield Held(power, ask, grant)
                     break
