@@ -168,6 +168,9 @@ def identities(selector: policy.AgentSelector, cluster: Cluster) -> list[Identit
         else:
             namespaces = [namespace_pattern]
         for ns in namespaces:
+            if "*" not in name_pattern:
+                found.append(_account(ns, name_pattern, why))
+                continue
             user = rbac.service_account_user(ns, name_pattern)  # '*' in a name matches no subject
             found.append(Identity(f"any ServiceAccount {ns}/{name_pattern}", user, why, stand_in=True))
         if "*" in namespace_pattern:
@@ -396,13 +399,13 @@ def render(findings: Sequence[Finding], authorizer: bool, cluster: Cluster, outp
 
 # --- live ----------------------------------------------------------------------------------------
 
-LISTS = (
-    ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "ClusterRole"),
-    ("/apis/rbac.authorization.k8s.io/v1/roles", "Role"),
-    ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", "ClusterRoleBinding"),
-    ("/apis/rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding"),
+LISTS = (  # (API class, method, kind): the typed client's list calls, across client versions
+    ("RbacAuthorizationV1Api", "list_cluster_role", "ClusterRole"),
+    ("RbacAuthorizationV1Api", "list_role_for_all_namespaces", "Role"),
+    ("RbacAuthorizationV1Api", "list_cluster_role_binding", "ClusterRoleBinding"),
+    ("RbacAuthorizationV1Api", "list_role_binding_for_all_namespaces", "RoleBinding"),
 )
-SERVICE_ACCOUNTS_PATH = "/api/v1/serviceaccounts"
+ACCOUNTS = ("CoreV1Api", "list_service_account_for_all_namespaces", SERVICE_ACCOUNT)
 TIMEOUT_SECONDS = 15
 
 
@@ -423,40 +426,31 @@ def load_live(kubeconfig: str | None, context: str | None) -> tuple[Cluster, lis
     server = client.configuration.host
     client.configuration.retries = 0
 
-    def get(path: str) -> dict[str, Any]:
+    def get(api: str, method: str, kind: str) -> list[tuple[str, Any]]:
+        call = getattr(getattr(kubernetes.client, api)(client), method)
+        what = f"list {kind}s"
         try:
-            response = client.call_api(
-                path,
-                "GET",
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=TIMEOUT_SECONDS,
-            )[0]
+            response = call(_preload_content=False, _request_timeout=TIMEOUT_SECONDS)
         except kubernetes.client.ApiException as exc:
             reason = exc.reason or ""
             with contextlib.suppress(TypeError, ValueError, AttributeError):
                 reason = json.loads(exc.body or "").get("message", reason)
-            raise inputs.InputError(f"{server}: GET {path}: HTTP {exc.status}: {reason}") from None
+            raise inputs.InputError(f"{server}: {what}: HTTP {exc.status}: {reason}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise inputs.InputError(f"{server}: cannot reach the cluster ({where}): {exc}") from None
         try:
-            body: dict[str, Any] = json.loads(response.data)
+            body = json.loads(response.data)
         except ValueError as exc:
-            raise inputs.InputError(f"{server}: GET {path}: not JSON: {exc}") from None
-        return body
+            raise inputs.InputError(f"{server}: {what}: not JSON: {exc}") from None
+        items = body.get("items") if isinstance(body, dict) else None
+        return [(f"{server} {what}#{i}", {"kind": kind, **item}) for i, item in enumerate(items or [])]
 
-    objects: list[tuple[str, Any]] = []
-    for path, kind in LISTS:
-        for index, item in enumerate(get(path).get("items") or []):
-            objects.append((f"{path}#{index}", {"kind": kind, **item}))
+    objects = [item for api, method, kind in LISTS for item in get(api, method, kind)]
     warnings: list[str] = []
     try:
-        listed = get(SERVICE_ACCOUNTS_PATH).get("items") or []
-        accounts = [{"kind": SERVICE_ACCOUNT, **item} for item in listed]
+        objects.extend(get(*ACCOUNTS))
     except inputs.InputError as exc:
-        accounts = []
-        warnings.append(f"cannot list ServiceAccounts ({exc}): accounts are known from binding subjects only")
-    objects.extend((SERVICE_ACCOUNTS_PATH, item) for item in accounts)
+        warnings.append(f"{exc}: accounts are known from binding subjects only")
     cluster = from_objects(objects)
     cluster.listed_service_accounts = not warnings
     cluster.sources = (server,)

@@ -1,0 +1,310 @@
+"""``agent-guard rbac audit`` and ``rbac suggest`` offline: tricky RBAC, recorded audit logs, bad input.
+
+``tests/fixtures/rbac/cluster`` is a dump the way ``kubectl get -o yaml`` / ``-o json`` writes one:
+a ``List``, multi-document YAML, an API ``RoleBindingList`` whose items carry no kind, a
+ServiceAccount. It holds an aggregated ClusterRole never filled in (two levels), group bindings
+(``system:serviceaccounts:<ns>``, ``system:authenticated``, the policy's agent group), wildcards
+(``*/exec``, ``resources: ["*"]``), ``resourceNames`` and a cross-namespace ServiceAccount subject.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import reviews
+from webhook import cli, policy
+from webhook.tools import rbacaudit
+
+CLUSTER = reviews.FIXTURES / "rbac" / "cluster"
+BROKEN = reviews.FIXTURES / "rbac" / "broken"
+AGENTS = {
+    "serviceAccounts": ["mcp-system/*"],
+    "groups": ["agent-guard.io:agents"],
+    "usernamePrefixes": ["oidc:agent-"],
+}
+
+
+def write_policy(directory: Path, agents: dict[str, Any] = AGENTS, **guards: dict[str, Any]) -> Path:
+    directory.mkdir(exist_ok=True)
+    body = {"apiVersion": policy.API_VERSION, "kind": policy.KIND, "agents": agents, "guards": guards}
+    (directory / "policy.yaml").write_text(yaml.safe_dump(body))
+    return directory
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def audit_json(
+    capsys: pytest.CaptureFixture[str], rules: Path, *extra: str, paths: tuple[str, ...] = (str(CLUSTER),)
+) -> tuple[int, dict[str, Any]]:
+    files = [arg for path in paths for arg in ("-f", path)]
+    code, out, err = run(capsys, "rbac", "audit", *files, "--rules", str(rules), "-o", "json", *extra)
+    assert code in (0, 1), err
+    found: dict[str, Any] = json.loads(out)
+    return code, found
+
+
+def exposures(report: dict[str, Any], label: str) -> dict[str, dict[str, Any]]:
+    for item in report["identities"]:
+        if item["identity"] == label:
+            return {e["power"]: e for e in item["exposures"]}
+    raise AssertionError(f"{label} not audited; got {[i['identity'] for i in report['identities']]}")
+
+
+def grants(exposure: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    return {(g["binding"], g["role"], g["scope"], g["via"]) for g in exposure["grants"]}
+
+
+def test_audit_expands_patterns_and_resolves_aggregation_groups_wildcards_and_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, report = audit_json(capsys, write_policy(tmp_path / "rules"))
+    assert code == 1  # agents hold powers nothing stops without the authorizer
+    labels = [i["identity"] for i in report["identities"]]
+    assert labels == [
+        "ServiceAccount mcp-system/helper",  # a subject of the RoleBindingList (namespace defaulted)
+        "ServiceAccount mcp-system/idle",  # a ServiceAccount object, named in no binding
+        "ServiceAccount mcp-system/mcp-k8s-go",
+        "ServiceAccount mcp-system/runner",  # a subject of a RoleBinding in namespace team
+        "any ServiceAccount mcp-system/*",
+        "any member of Group agent-guard.io:agents",
+        "User oidc:agent-ci",  # a User subject the username prefix matches
+        "any User oidc:agent-*",
+    ]
+    assert "ServiceAccount team/builder" not in labels  # bound next to an agent, but not one
+
+    # Aggregated twice, never filled in, bound to the namespace's ServiceAccount group: every account.
+    peek = (
+        "ClusterRoleBinding mcp-namespace-peeks",
+        "ClusterRole peek-secrets-aggregated",
+        "cluster-wide",
+        "Group system:serviceaccounts:mcp-system",
+    )
+    for label in ("ServiceAccount mcp-system/idle", "any ServiceAccount mcp-system/*"):
+        secrets = exposures(report, label)["read-secrets"]
+        assert secrets["class"] == "not-stopped" and grants(secrets) == {peek}, secrets
+        assert set(exposures(report, label)) == {"read-secrets"}
+
+    runner = exposures(report, "ServiceAccount mcp-system/runner")
+    via_runner = (
+        "RoleBinding team/runner",
+        "ClusterRole pod-runner",
+        "team",
+        "ServiceAccount mcp-system/runner",
+    )
+    assert runner["exec"]["class"] == "admission" and grants(runner["exec"]) == {via_runner}  # */exec
+    assert runner["run-workloads"]["class"] == "admission"
+    assert runner["exec"]["grants"][0]["rule"] == {
+        "apiGroups": [""],
+        "resources": ["*/exec"],
+        "verbs": ["create"],
+    }
+
+    helper = exposures(report, "ServiceAccount mcp-system/helper")
+    assert grants(helper["write-rbac"]) == {
+        (
+            "RoleBinding mcp-system/helper-writes-rbac",
+            "Role mcp-system/rbac-writer",
+            "mcp-system",
+            "ServiceAccount mcp-system/helper",
+        )
+    }
+
+    group = exposures(report, "any member of Group agent-guard.io:agents")
+    assert set(group) == {"escalate"} and group["escalate"]["class"] == "not-stopped"  # resources: ["*"]
+    assert group["escalate"]["grants"][0]["grants"] == "impersonate users"
+
+    named = exposures(report, "User oidc:agent-ci")["read-secrets"]  # resourceNames: still a Secret read
+    assert named["grants"][0]["rule"]["resourceNames"] == ["db-password"] and named["class"] == "not-stopped"
+    assert exposures(report, "any User oidc:agent-*") == {}  # view-things (system:authenticated) matters not
+
+    admin = exposures(report, "ServiceAccount mcp-system/mcp-k8s-go")
+    assert {p for p, e in admin.items() if e["class"] == "not-stopped"} == {
+        "read-secrets",
+        "node-proxy",
+        "escalate",
+        "admission-config",
+    }
+    assert report["summary"]["unstoppedIdentities"] == [
+        "ServiceAccount mcp-system/helper",
+        "ServiceAccount mcp-system/idle",
+        "ServiceAccount mcp-system/mcp-k8s-go",
+        "ServiceAccount mcp-system/runner",
+        "any ServiceAccount mcp-system/*",
+        "any member of Group agent-guard.io:agents",
+        "User oidc:agent-ci",
+    ]
+
+
+def test_with_the_authorizer_present_nothing_enforced_is_left_unstopped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, report = audit_json(capsys, write_policy(tmp_path / "rules"), "--authorizer", "present")
+    assert code == 0 and report["authorizer"] == "present"
+    assert exposures(report, "ServiceAccount mcp-system/idle")["read-secrets"]["class"] == "authorizer"
+    # ... but a guard that is off or in dry-run stops nothing, whatever is installed.
+    relaxed = write_policy(tmp_path / "relaxed", **{"secret-access": {"mode": "dry-run"}})
+    code, report = audit_json(capsys, relaxed, "--authorizer", "present")
+    assert code == 1
+    secrets = exposures(report, "ServiceAccount mcp-system/idle")["read-secrets"]
+    assert secrets["class"] == "not-stopped" and "dry-run" in secrets["reason"]
+    assert exposures(report, "ServiceAccount mcp-system/runner")["exec"]["class"] == "not-stopped"
+
+
+def test_text_and_markdown_name_the_binding_and_role(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = str(write_policy(tmp_path / "rules"))
+    code, text, _ = run(capsys, "rbac", "audit", "-f", str(CLUSTER), "--rules", rules)
+    assert code == 1
+    assert "authorizer absent" in text
+    unstopped = "read Secrets [read-secrets]: only /authorize stops it (secret-access), and it is absent"
+    assert f"  NOT STOPPED  {unstopped}" in text
+    assert (
+        "      ClusterRoleBinding mcp-namespace-peeks -> ClusterRole peek-secrets-aggregated "
+        "(cluster-wide, via Group system:serviceaccounts:mcp-system)" in text
+    )
+    assert text.rstrip().splitlines()[-1].startswith("summary: 10 power(s) nothing stops")
+    code, markdown, _ = run(capsys, "rbac", "audit", "-f", str(CLUSTER), "--rules", rules, "-o", "markdown")
+    assert code == 1
+    assert "| Identity | Power | Stopped by | Binding → role | Scope | Via |" in markdown
+    assert (
+        "| User oidc:agent-ci | read Secrets (`read-secrets`) | not stopped | "
+        "RoleBinding team/reads-one-secret → ClusterRole one-secret | team | User oidc:agent-ci |" in markdown
+    )
+
+
+def objects(*items: dict[str, Any]) -> rbacaudit.Cluster:
+    return rbacaudit.from_objects((f"#{i}", item) for i, item in enumerate(items))
+
+
+def binding(name: str, role: str, *subjects: dict[str, str], namespace: str = "") -> dict[str, Any]:
+    kind = "RoleBinding" if namespace else "ClusterRoleBinding"
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}
+    return {"kind": kind, "metadata": metadata, "roleRef": ref, "subjects": list(subjects)}
+
+
+def pods_everywhere(name: str) -> dict[str, Any]:
+    rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}
+    return {"kind": "ClusterRole", "metadata": {"name": name}, "rules": [rule]}
+
+
+@pytest.mark.parametrize(
+    ("group", "holders"),
+    [
+        (
+            "system:authenticated",
+            {
+                "ServiceAccount a/one",
+                "any ServiceAccount a/*",
+                "any member of Group g",
+                "User u",
+                "any ServiceAccount */bot (other namespaces)",
+                "ServiceAccount a/bot",
+                "ServiceAccount b/bot",
+            },
+        ),
+        (
+            "system:serviceaccounts",
+            {
+                "ServiceAccount a/one",
+                "any ServiceAccount a/*",
+                "any ServiceAccount */bot (other namespaces)",
+                "ServiceAccount a/bot",
+                "ServiceAccount b/bot",
+            },
+        ),
+        ("system:serviceaccounts:b", {"ServiceAccount b/bot"}),
+        ("g", {"any member of Group g"}),
+    ],
+)
+def test_kubernetes_own_groups_reach_every_identity_they_contain(group: str, holders: set[str]) -> None:
+    cluster = objects(
+        pods_everywhere("runner"),
+        binding("to-group", "runner", {"kind": "Group", "name": group}),
+        binding("named", "nothing", {"kind": "ServiceAccount", "name": "one", "namespace": "a"}),
+        binding("ns-b", "nothing", {"kind": "Group", "name": "system:serviceaccounts:b"}),
+    )
+    selector = policy.AgentSelector(service_accounts=("a/*", "*/bot"), groups=("g",), usernames=("u",))
+    loaded = policy.load(reviews.RULES)
+    findings = rbacaudit.audit(policy.Policy(loaded.mode, selector, loaded.guards), cluster, authorizer=False)
+    assert {f.identity.label for f in findings if f.exposures} == holders
+    assert not rbacaudit.unstopped(findings)  # creating pods: judged by admission
+
+
+# --- bad input: exit 2, one clear line, never a traceback ------------------------------------------
+
+
+def test_broken_yaml_and_unknown_kinds_are_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rules = str(write_policy(tmp_path / "rules"))
+    code, out, err = run(capsys, "rbac", "audit", "-f", str(BROKEN / "broken.yaml"), "--rules", rules)
+    assert code == 2 and out == ""
+    assert (
+        err.startswith(f"agent-guard rbac audit: {BROKEN / 'broken.yaml'}: line ") and "invalid YAML" in err
+    )
+    code, _, err = run(capsys, "rbac", "audit", "-f", str(BROKEN / "unknown-kind.yaml"), "--rules", rules)
+    assert code == 2
+    assert f"{BROKEN / 'unknown-kind.yaml'}: unknown kind 'Deployment': expected Role, ClusterRole" in err
+    bad_binding = tmp_path / "binding.json"
+    bad_binding.write_text(
+        json.dumps({"kind": "ClusterRoleBinding", "metadata": {"name": "x"}, "roleRef": {}})
+    )
+    code, _, err = run(capsys, "rbac", "audit", "-f", str(bad_binding), "--rules", rules)
+    assert code == 2 and "ClusterRoleBinding x: roleRef: must name a Role or ClusterRole" in err
+    code, _, err = run(capsys, "rbac", "audit", "-f", str(tmp_path / "absent"), "--rules", rules)
+    assert code == 2 and "no such file or directory" in err
+    code, _, err = run(capsys, "rbac", "audit", "-f", str(CLUSTER), "--rules", str(tmp_path / "nope"))
+    assert code == 2 and "invalid policy" in err
+
+
+def test_an_unreachable_cluster_or_unusable_kubeconfig_is_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    code, out, err = run(capsys, "rbac", "audit", "--kubeconfig", str(config), "--rules", str(reviews.RULES))
+    assert code == 2 and out == ""
+    assert err.startswith("agent-guard rbac audit: https://127.0.0.1:1: cannot reach the cluster"), err
+    config.write_text("clusters: [unclosed\n")
+    code, _, err = run(capsys, "rbac", "audit", "--kubeconfig", str(config), "--rules", str(reviews.RULES))
+    assert code == 2 and "cannot use this kubeconfig" in err
+    code, _, err = run(capsys, "rbac", "audit", "-f", str(CLUSTER), "--context", "x")
+    assert code == 2 and "--context needs --kubeconfig" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("rbac", "audit"),  # neither -f nor --kubeconfig
+        ("rbac", "audit", "-f", "x", "--kubeconfig", "y"),
+        ("rbac", "audit", "-f", "x", "--authorizer", "maybe"),
+        ("rbac", "audit", "-f", "x", "-o", "yaml"),
+        ("rbac", "suggest"),
+        ("rbac", "explain"),
+    ],
+)
+def test_bad_flags_exit_2(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(list(argv))
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
