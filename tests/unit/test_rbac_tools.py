@@ -308,3 +308,117 @@ def test_bad_flags_exit_2(argv: tuple[str, ...], capsys: pytest.CaptureFixture[s
         cli.main(list(argv))
     assert exited.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+# --- suggest --------------------------------------------------------------------------------------
+
+RECORDED = reviews.FIXTURES / "rbac" / "audit-log" / "workflow.jsonl"
+AGENT = {"serviceAccounts": ["agents/*"]}
+
+
+def suggest(capsys: pytest.CaptureFixture[str], rules: Path, *logs: str) -> tuple[int, str, str]:
+    return run(capsys, "rbac", "suggest", "--rules", str(rules), *(logs or (str(RECORDED),)))
+
+
+def by_kind(text: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"].get("namespace", "")): o for o in yaml.safe_load_all(text) if o}
+
+
+def test_suggest_covers_what_the_agent_did_minus_what_the_guard_forbids(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The log was recorded from the e2e apiserver: the agent (bound to cluster-admin, not judged by
+    the guard there) did the benign workflow, read a Secret, asked for a token, listed pods everywhere,
+    read a ClusterRole, created a Pod and a Role, and called discovery, /metrics and a self review."""
+    code, text, err = suggest(capsys, write_policy(tmp_path / "rules", AGENT))
+    assert code == 0, err
+    objects = by_kind(text)
+    assert sorted(objects) == [
+        ("ClusterRole", ""),
+        ("ClusterRoleBinding", ""),
+        ("Role", "shop"),
+        ("RoleBinding", "shop"),
+    ]
+    name = "agent-guard-suggested:agents:assistant"
+    assert objects[("ClusterRole", "")]["rules"] == [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},  # a list across namespaces
+        {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["shop-made"], "verbs": ["patch"]},
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["clusterroles"],
+            "resourceNames": ["view"],
+            "verbs": ["get"],
+        },
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]},
+    ]
+    assert objects[("Role", "shop")]["rules"] == [
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete", "list"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"]},
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["create"]},
+    ]
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        bound = objects[(kind, "shop" if kind == "RoleBinding" else "")]
+        assert bound["metadata"]["name"] == name and bound["roleRef"]["name"] == name
+        assert bound["subjects"] == [{"kind": "ServiceAccount", "name": "assistant", "namespace": "agents"}]
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    assert "#   get secrets in shop (1x): the guard denies it (secret-access)" in comments
+    assert "#   create serviceaccounts/token in shop (1x): the guard denies it (secret-access)" in comments
+    assert "#   get /api (1x): every authenticated caller already holds it (default roles)" in comments
+    assert any(
+        c.startswith("#   create selfsubjectaccessreviews.authorization.k8s.io (1x)") for c in comments
+    )
+    assert any(c.startswith("#   create pods in shop: create pods or workloads") for c in comments)
+    assert any(
+        c.startswith("#   create roles.rbac.authorization.k8s.io in shop: write Roles") for c in comments
+    )
+    assert "(1 unsuccessful agent request(s) ignored)" in comments[0]  # the 404
+    assert "20 agent request(s)" in err and "4 object(s)" in err
+    code, again, _ = suggest(capsys, write_policy(tmp_path / "rules", AGENT))
+    assert again == text  # deterministic
+
+    # What it suggests passes the audit: nothing in it is left unstopped without the authorizer.
+    (tmp_path / "suggested.yaml").write_text(text)
+    code, out, _ = run(
+        capsys, "rbac", "audit", "-f", str(tmp_path / "suggested.yaml"), "--rules", str(tmp_path / "rules")
+    )
+    assert code == 0, out
+    assert "  ADMISSION    create pods or workloads" in out and "NOT STOPPED" not in out
+
+
+def test_an_authorizer_only_power_is_never_suggested_even_when_the_guard_allows_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = write_policy(tmp_path / "rules", AGENT, **{"secret-access": {"allowedSecrets": {"shop": ["db"]}}})
+    code, text, _ = suggest(capsys, rules)
+    assert code == 0
+    assert (
+        "#   get secrets in shop (1x): read Secrets [read-secrets] is stopped only by the authorizer" in text
+    )
+    assert all(
+        "secrets" not in r.get("resources", ()) for o in by_kind(text).values() for r in o.get("rules", ())
+    )
+
+
+def test_suggest_writes_the_file_and_bad_input_is_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = write_policy(tmp_path / "rules", AGENT)
+    out = tmp_path / "roles.yaml"
+    code, printed, _ = run(capsys, "rbac", "suggest", "--rules", str(rules), "--out", str(out), str(RECORDED))
+    assert code == 0 and printed == "" and by_kind(out.read_text())
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    code, _, err = suggest(capsys, rules, str(empty))
+    assert code == 2 and "no audit events found" in err
+    code, _, err = suggest(capsys, rules, str(tmp_path / "absent.log"))
+    assert code == 2 and "no such file or directory" in err
+    code, _, err = suggest(capsys, write_policy(tmp_path / "nobody", {"usernames": ["someone-else"]}))
+    assert code == 1 and "no successful request by an agent identity" in err
+    code, _, err = run(
+        capsys, "rbac", "suggest", "--rules", str(rules), "--out", str(tmp_path), str(RECORDED)
+    )
+    assert code == 2 and "cannot write" in err

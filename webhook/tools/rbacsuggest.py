@@ -9,6 +9,8 @@ guard forbids:
 
 - a request the policy's guards would deny (judged like ``replay``: ``/authorize`` and ``/validate``,
   dry-run findings included) is left out, whatever RBAC let through when it was recorded;
+- an agent that writes Roles gets ``create roles`` (judged by ``rbac-escalation``) but never
+  ``escalate``: RBAC then lets it write only roles whose rules it holds itself;
 - a power only the authorizer takes away (``webhook.powers``: Secret reads, ``nodes/proxy``,
   ``escalate``/``bind``/impersonation, admission registration) is never suggested: on a control plane
   without the authorizer, RBAC is all that would stop it;
@@ -32,7 +34,7 @@ from typing import Any
 import yaml
 
 from webhook import attributes, engine, powers, rbac
-from webhook.tools import audit, replay
+from webhook.tools import audit, verdicts
 
 NAMED_VERBS = frozenset({"get", "update", "patch", "delete"})
 # Granted to every authenticated caller by the default ClusterRoles system:discovery,
@@ -103,12 +105,26 @@ def _bare_rule(ask: rbac.Ask) -> rbac.Rule:
     return rbac.Rule(verbs=(ask.verb,), api_groups=(ask.group,), resources=(resource,))
 
 
+def _denied_by(
+    judge: engine.Engine, event: Mapping[str, Any], ref: Mapping[str, Any] | None, user: attributes.UserInfo
+) -> list[str]:
+    """The guards that would deny the request itself (as ``replay`` judges it: ``/authorize``, then
+    ``/validate`` for writes). The checks RBAC derives (``escalate`` on a role write) are left to RBAC:
+    refused, it falls back to "does the agent hold every rule it writes", which is what we want."""
+    found = [judge.authorize(audit.access_request(event, ref, user))]
+    if ref is not None:
+        admission = audit.admission_request(event, ref, user, [])
+        if admission is not None:
+            found.append(judge.admit(admission))
+    return list(dict.fromkeys(g for v in found if verdicts.would_deny(v) for g in v.guards))
+
+
 def collect(
     judge: engine.Engine, names: Sequence[str], events: audit.Stats, stats: Stats
 ) -> dict[str, Agent]:
     """Every agent's successful requests from the logs, sorted into granted and left out."""
     agents: dict[str, Agent] = {}
-    for source, event in audit.unique_events(names, events):
+    for _source, event in audit.unique_events(names, events):
         caller = audit.user_info(event["user"])
         impersonated = event.get("impersonatedUser")
         user = audit.user_info(impersonated) if isinstance(impersonated, dict) else caller
@@ -128,9 +144,9 @@ def collect(
         if _everyone(ask):
             agent.left_out[(what, "every authenticated caller already holds it (default roles)")] += 1
             continue
-        judged = replay.judge_event(judge, source, event)
-        if judged.would_deny:
-            agent.left_out[(what, f"the guard denies it ({', '.join(judged.guards())})")] += 1
+        denied = _denied_by(judge, event, ref, user)
+        if denied:
+            agent.left_out[(what, f"the guard denies it ({', '.join(denied)})")] += 1
             continue
         held = powers.powers_of_rules([_bare_rule(ask)])
         authorizer_only = [power for power, _ in held if power.stage == powers.AUTHORIZER]
