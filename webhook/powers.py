@@ -168,14 +168,16 @@ def held(
 
     Namespace scope does not matter here: a power held in one namespace is still the power. With
     ``named``, a rule restricted by ``resourceNames`` counts too (reading *one* Secret is still
-    reading Secrets; the ask then carries the first name): what an audit reports. Without it, only
-    grants that cover any object of the kind count.
+    reading Secrets; the ask then carries the first name): what an audit reports. A create (or
+    deletecollection) of the resource itself carries no name, so RBAC never grants it by name.
+    Without ``named``, only grants that cover any object of the kind count.
     """
     for grant in grants:
         names = grant.rule.resource_names if named else ()
         for power in powers:
             for ask in power.asks:
-                if names and ask.is_resource:
+                nameless = ask.verb in ("create", "deletecollection") and not ask.sub_resource
+                if names and ask.is_resource and not nameless:
                     ask = dataclasses.replace(ask, name=names[0])  # noqa: PLW2901 - the ask as granted
                 if grant.rule.allows(ask):
                     yield Held(power, ask, grant)

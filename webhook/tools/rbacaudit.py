@@ -172,7 +172,8 @@ def identities(selector: policy.AgentSelector, cluster: Cluster) -> list[Identit
                 found.append(_account(ns, name_pattern, why))
                 continue
             user = rbac.service_account_user(ns, name_pattern)  # '*' in a name matches no subject
-            found.append(Identity(f"any ServiceAccount {ns}/{name_pattern}", user, why, stand_in=True))
+            label = f"any ServiceAccount {ns}/{name_pattern}"
+            found.append(Identity(label, user, f"{why}; what every such account holds via groups", True))
         if "*" in namespace_pattern:
             user = attributes.UserInfo(
                 f"{attributes.SA_PREFIX}{pattern.replace('/', ':')}",
