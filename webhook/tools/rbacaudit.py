@@ -260,6 +260,12 @@ def unstopped(findings: Sequence[Finding]) -> bool:
 # --- output --------------------------------------------------------------------------------------
 
 
+def short(power: powers.Power) -> str:
+    """The power in a few words: the table's note on armed identities ("their pods run unjudged as
+    this identity") is not true of an agent, whose own writes admission judges."""
+    return power.what.split(" (", 1)[0]
+
+
 def describe_rule(rule: rbac.Rule) -> str:
     parts = []
     for key, values in rule.to_dict().items():
@@ -303,7 +309,7 @@ def as_json(findings: Sequence[Finding], authorizer: bool, cluster: Cluster) -> 
                 "exposures": [
                     {
                         "power": e.power.id,
-                        "what": e.power.what,
+                        "what": short(e.power),
                         "guard": e.power.guard,
                         "stage": e.power.stage,
                         "class": e.verdict,
@@ -354,7 +360,7 @@ def render_text(findings: Sequence[Finding], authorizer: bool, cluster: Cluster)
             lines.append("  holds none of the powers the guard denies to agents")
         for exposure in finding.exposures:
             power = exposure.power
-            lines.append(f"  {LABELS[exposure.verdict]:<11}  {power.what} [{power.id}]: {exposure.reason}")
+            lines.append(f"  {LABELS[exposure.verdict]:<11}  {short(power)} [{power.id}]: {exposure.reason}")
             for item in exposure.held:
                 lines.append(f"      {item.grant.describe()}")
                 lines.append(f"        rule {describe_rule(item.grant.rule)}")
@@ -379,7 +385,7 @@ def render_markdown(findings: Sequence[Finding], authorizer: bool, cluster: Clus
             for item in exposure.held:
                 grant = item.grant
                 lines.append(
-                    f"| {_cell(finding.identity.label)} | {_cell(exposure.power.what)} "
+                    f"| {_cell(finding.identity.label)} | {_cell(short(exposure.power))} "
                     f"(`{exposure.power.id}`) | {LABELS[exposure.verdict].lower()} | "
                     f"{_cell(grant.binding.ref)} → {_cell(grant.role.ref)} | "
                     f"{grant.namespace or 'cluster-wide'} | {_cell(grant.via.describe())} |"

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from webhook import attributes, engine, powers, rbac
-from webhook.tools import audit, verdicts
+from webhook.tools import audit, rbacaudit, verdicts
 
 NAMED_VERBS = frozenset({"get", "update", "patch", "delete"})
 # Granted to every authenticated caller by the default ClusterRoles system:discovery,
@@ -152,11 +152,11 @@ def collect(
         authorizer_only = [power for power, _ in held if power.stage == powers.AUTHORIZER]
         if authorizer_only:
             power = authorizer_only[0]
-            why = f"{power.what} [{power.id}] is stopped only by the authorizer: never suggested"
+            why = f"{rbacaudit.short(power)} [{power.id}] is stopped only by the authorizer: never suggested"
             agent.left_out[(what, why)] += 1
             continue
         for power, _ in held:
-            agent.admission_only[what] = f"{power.what} [{power.id}], judged by {power.guard}"
+            agent.admission_only[what] = f"{rbacaudit.short(power)} [{power.id}], judged by {power.guard}"
         if not ask.is_resource:
             agent.urls[ask.path].add(ask.verb)
             continue
