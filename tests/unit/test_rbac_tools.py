@@ -422,3 +422,18 @@ def test_suggest_writes_the_file_and_bad_input_is_exit_2(
         capsys, "rbac", "suggest", "--rules", str(rules), "--out", str(tmp_path), str(RECORDED)
     )
     assert code == 2 and "cannot write" in err
+
+
+def test_prometheus_output_counts_grants_per_identity_power_and_class(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = str(write_policy(tmp_path / "rules"))
+    code, out, _ = run(capsys, "rbac", "audit", "-f", str(CLUSTER), "--rules", rules, "-o", "prometheus")
+    assert code == 1
+    lines = out.splitlines()
+    assert (
+        'agent_guard_rbac_agent_power_grants{class="not-stopped",'
+        'identity="ServiceAccount mcp-system/mcp-k8s-go",power="read-secrets",stage="authorizer"} 2.0'
+        in lines
+    )
+    assert 'agent_guard_rbac_exposed_identities{authorizer="absent"} 7.0' in lines

@@ -396,7 +396,34 @@ def render_markdown(findings: Sequence[Finding], authorizer: bool, cluster: Clus
     return "\n".join(lines)
 
 
+def render_prometheus(findings: Sequence[Finding], authorizer: bool) -> str:
+    """The audit as Prometheus metrics (text format), for a textfile collector or a push gateway, so
+    a dashboard shows when an agent regains a dangerous grant."""
+    import prometheus_client  # noqa: PLC0415 - only this output needs it
+
+    registry = prometheus_client.CollectorRegistry()
+    held = prometheus_client.Gauge(
+        "agent_guard_rbac_agent_power_grants",
+        "Grants through which an agent identity holds a power the guard denies agents, by what stops it.",
+        ["identity", "power", "stage", "class"],
+        registry=registry,
+    )
+    exposed = prometheus_client.Gauge(
+        "agent_guard_rbac_exposed_identities",
+        "Agent identities holding a power nothing installed stops.",
+        ["authorizer"],
+        registry=registry,
+    )
+    for finding in findings:
+        for e in finding.exposures:
+            held.labels(finding.identity.label, e.power.id, e.power.stage, e.verdict).set(len(e.held))
+    exposed.labels("present" if authorizer else "absent").set(len(summary(findings)["unstoppedIdentities"]))
+    return prometheus_client.generate_latest(registry).decode().rstrip("\n")
+
+
 def render(findings: Sequence[Finding], authorizer: bool, cluster: Cluster, output: str) -> str:
+    if output == "prometheus":
+        return render_prometheus(findings, authorizer)
     if output == "json":
         return json.dumps(as_json(findings, authorizer, cluster), indent=2, ensure_ascii=False)
     if output == "markdown":

@@ -47,7 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="whether the apiserver calls the guard's /authorize (default absent: EKS, GKE, AKS)",
     )
     check.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
-    check.add_argument("--output", "-o", choices=["text", "json", "markdown"], default="text")
+    check.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json", "markdown", "prometheus"],
+        default="text",
+        help="text (default), json, markdown, or prometheus (metrics in the text format)",
+    )
 
     suggest = sub.add_parser(
         "suggest",
