@@ -277,11 +277,26 @@ def comment_block(agents: Iterable[Agent], sources: Sequence[str], stats: Stats)
     return lines
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, lists of names on one line (``verbs: [get, list]``), as RBAC is usually written."""
+
+
+def _string_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = bool(data) and all(isinstance(item, str) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _string_list)
+
+
 def render(agents: Mapping[str, Agent], sources: Sequence[str], stats: Stats) -> str:
     ordered = [agents[name] for name in sorted(agents)]
     header = "".join(f"# {line}".rstrip() + "\n" for line in comment_block(ordered, sources, stats))
     documents = [obj for agent in ordered for obj in objects_for(agent)]
-    body = "---\n".join(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False) for doc in documents)
+    body = "---\n".join(
+        yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=200)
+        for doc in documents
+    )
     return header + ("---\n" + body if body else "")
 
 
