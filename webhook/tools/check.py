@@ -150,35 +150,21 @@ def collect(
     namespace: str = "default",
 ) -> list[Item]:
     """Every object in ``paths`` as an Item; all input problems at once in one InputError."""
-    problems: list[str] = []
+    found, problems = inputs.objects(paths, SUFFIXES)
     items: list[Item] = []
-    try:
-        files = inputs.expand(paths, SUFFIXES)
-    except inputs.InputError as exc:
-        raise inputs.InputError(str(exc)) from None
-    for name in files:
+    for source, doc in found:
         try:
-            docs = inputs.documents(name)
+            if not isinstance(doc, dict):
+                raise inputs.InputError(f"{source}: expected a mapping, got {type(doc).__name__}")
+            if doc.get("kind") == "AdmissionReview":
+                items.append(_from_review(doc, source, user if explicit_user else None))
+            else:
+                uid = f"check-{len(items) + 1}"
+                items.append(
+                    _from_manifest(doc, source, user=user, operation=operation, namespace=namespace, uid=uid)
+                )
         except inputs.InputError as exc:
             problems.append(str(exc))
-            continue
-        if not docs:
-            problems.append(f"{inputs.display(name)}: no documents")
-        for source, doc in inputs.flatten(docs, inputs.display(name)):
-            try:
-                if not isinstance(doc, dict):
-                    raise inputs.InputError(f"{source}: expected a mapping, got {type(doc).__name__}")
-                if doc.get("kind") == "AdmissionReview":
-                    items.append(_from_review(doc, source, user if explicit_user else None))
-                else:
-                    uid = f"check-{len(items) + 1}"
-                    items.append(
-                        _from_manifest(
-                            doc, source, user=user, operation=operation, namespace=namespace, uid=uid
-                        )
-                    )
-            except inputs.InputError as exc:
-                problems.append(str(exc))
     if problems:
         raise inputs.InputError("\n".join(problems))
     return items

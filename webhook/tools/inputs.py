@@ -127,3 +127,21 @@ def flatten(docs: list[Any], shown: str) -> Iterator[tuple[str, Any]]:
                 yield f"{source}.items[{position}]", item
         else:
             yield source, doc
+
+
+def objects(paths: Iterable[str], suffixes: tuple[str, ...]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Every document of every file (``List`` kinds expanded) as ``(source, document)``, and one
+    problem per file that could not be read or held no document (the caller reports them together).
+    A path that does not exist raises at once."""
+    found: list[tuple[str, Any]] = []
+    problems: list[str] = []
+    for name in expand(paths, suffixes):
+        try:
+            docs = documents(name)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        if not docs:
+            problems.append(f"{display(name)}: no documents")
+        found.extend(flatten(docs, display(name)))
+    return found, problems

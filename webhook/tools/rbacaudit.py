@@ -52,7 +52,6 @@ class Cluster:
     snapshot: rbac.Snapshot
     service_accounts: tuple[tuple[str, str], ...] = ()
     listed_service_accounts: bool = False  # whether ServiceAccount objects were part of the input
-    sources: tuple[str, ...] = ()
 
 
 def from_objects(objects: Iterable[tuple[str, Any]]) -> Cluster:
@@ -93,23 +92,10 @@ def from_objects(objects: Iterable[tuple[str, Any]]) -> Cluster:
 
 def load_files(paths: Sequence[str]) -> Cluster:
     """RBAC objects from files and folders (YAML or JSON, ``List`` kinds, ``kubectl get -o yaml``)."""
-    objects: list[tuple[str, Any]] = []
-    problems: list[str] = []
-    names = inputs.expand(paths, SUFFIXES)
-    for name in names:
-        try:
-            docs = inputs.documents(name)
-        except inputs.InputError as exc:
-            problems.append(str(exc))
-            continue
-        objects.extend(inputs.flatten(docs, inputs.display(name)))
+    objects, problems = inputs.objects(paths, SUFFIXES)
     if problems:
         raise inputs.InputError("\n".join(problems))
-    if not objects:
-        raise inputs.InputError(f"{', '.join(paths)}: no objects found")
-    cluster = from_objects(objects)
-    cluster.sources = tuple(inputs.display(n) for n in names)
-    return cluster
+    return from_objects(objects)
 
 
 # --- who the agents are -------------------------------------------------------------------------
@@ -487,5 +473,4 @@ def load_live(kubeconfig: str | None, context: str | None) -> tuple[Cluster, lis
         warnings.append(f"{exc}: accounts are known from binding subjects only")
     cluster = from_objects(objects)
     cluster.listed_service_accounts = not warnings
-    cluster.sources = (server,)
     return cluster, warnings
