@@ -1,6 +1,6 @@
 """``agent-guard rbac audit`` and ``rbac suggest`` offline: tricky RBAC, recorded audit logs, bad input.
 
-``tests/fixtures/rbac/cluster`` is a dump the way ``kubectl get -o yaml`` / ``-o json`` writes one:
+``tests/unit/rbac_fixtures/cluster`` is a dump the way ``kubectl get -o yaml`` / ``-o json`` writes one:
 a ``List``, multi-document YAML, an API ``RoleBindingList`` whose items carry no kind, a
 ServiceAccount. It holds an aggregated ClusterRole never filled in (two levels), group bindings
 (``system:serviceaccounts:<ns>``, ``system:authenticated``, the policy's agent group), wildcards
@@ -20,8 +20,9 @@ from tests import reviews
 from webhook import cli, policy
 from webhook.tools import rbacaudit
 
-CLUSTER = reviews.FIXTURES / "rbac" / "cluster"
-BROKEN = reviews.FIXTURES / "rbac" / "broken"
+FIXTURES = Path(__file__).resolve().parent / "rbac_fixtures"
+CLUSTER = FIXTURES / "cluster"
+BROKEN = FIXTURES / "broken"
 AGENTS = {
     "serviceAccounts": ["mcp-system/*"],
     "groups": ["agent-guard.io:agents"],
@@ -312,7 +313,7 @@ def test_bad_flags_exit_2(argv: tuple[str, ...], capsys: pytest.CaptureFixture[s
 
 # --- suggest --------------------------------------------------------------------------------------
 
-RECORDED = reviews.FIXTURES / "rbac" / "audit-log" / "workflow.jsonl"
+RECORDED = FIXTURES / "audit-log" / "workflow.jsonl"
 AGENT = {"serviceAccounts": ["agents/*"]}
 
 
