@@ -73,7 +73,8 @@ def from_objects(objects: Iterable[tuple[str, Any]]) -> Cluster:
                 bindings.append(rbac.binding_from_dict(obj))
             elif kind == SERVICE_ACCOUNT:
                 listed = True
-                metadata = obj.get("metadata") or {}
+                metadata = obj.get("metadata")
+                metadata = metadata if isinstance(metadata, dict) else {}
                 name, namespace = metadata.get("name"), metadata.get("namespace")
                 if not isinstance(name, str) or not name or not isinstance(namespace, str) or not namespace:
                     raise rbac.RbacObjectError("ServiceAccount: metadata.name, metadata.namespace: required")
