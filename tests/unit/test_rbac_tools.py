@@ -121,7 +121,7 @@ def test_audit_expands_patterns_and_resolves_aggregation_groups_wildcards_and_na
 
     group = exposures(report, "any member of Group agent-guard.io:agents")
     assert set(group) == {"escalate"} and group["escalate"]["class"] == "not-stopped"  # resources: ["*"]
-    assert group["escalate"]["grants"][0]["grants"] == "impersonate users"
+    assert group["escalate"]["grants"][0]["allows"] == "impersonate users"
 
     named = exposures(report, "User oidc:agent-ci")["read-secrets"]  # resourceNames: still a Secret read
     assert named["grants"][0]["rule"]["resourceNames"] == ["db-password"] and named["class"] == "not-stopped"

@@ -269,7 +269,7 @@ def _grant_json(item: powers.Held) -> dict[str, Any]:
         "scope": grant.namespace or "cluster-wide",
         "via": grant.via.describe(),
         "rule": grant.rule.to_dict(),
-        "grants": item.ask.describe(),
+        "allows": item.ask.describe(),
     }
 
 
