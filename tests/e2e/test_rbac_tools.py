@@ -96,6 +96,17 @@ def test_audit_live_lists_the_cluster_admin_agents_exposures(e2e: stack.Stack, t
     assert classes["read-secrets"] == "authorizer" and classes["run-workloads"] == "admission"
 
 
+def test_audit_with_an_identity_that_may_not_list_rbac_is_exit_2(
+    e2e: stack.Stack, new_scene: SceneFactory, tmp_path: Path
+) -> None:
+    namespace = new_scene("rbac-nobody").namespace
+    nobody = kube.service_account(e2e.admin, namespace, "nobody", None)
+    config = kube.kubeconfig(e2e.target, "nobody", nobody.token, tmp_path / "nobody.kubeconfig")
+    result = agent_guard("rbac", "audit", "--kubeconfig", str(config), "--rules", str(reviews.RULES))
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert "list ClusterRoles: HTTP 403" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def policy_selecting(account: str, directory: Path) -> Path:
     """The shipped policy with ``agents`` naming only ``account`` (namespace/name)."""
     shipped = yaml.safe_load((reviews.RULES / "policy.yaml").read_text())

@@ -456,7 +456,8 @@ def load_live(kubeconfig: str | None, context: str | None) -> tuple[Cluster, lis
             reason = exc.reason or ""
             with contextlib.suppress(TypeError, ValueError, AttributeError):
                 reason = json.loads(exc.body or "").get("message", reason)
-            raise inputs.InputError(f"{server}: {what}: HTTP {exc.status}: {reason}") from None
+            hint = " (the audit needs list on the RBAC kinds)" if exc.status == 403 else ""
+            raise inputs.InputError(f"{server}: {what}: HTTP {exc.status}: {reason}{hint}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise inputs.InputError(f"{server}: cannot reach the cluster ({where}): {exc}") from None
         try:
