@@ -51,9 +51,10 @@ demo: $(STAMP) ## real kube-apiserver + etcd + the guard; prints kubeconfigs and
 test: lint ## lint, then the whole suite including end to end
 	$(BIN)/pytest $(ARGS)
 
-manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/} from rules/ (commit the result)
+manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/} and the Helm chart from rules/ (commit the result)
 	$(BIN)/agent-guard manifests webhook --rules rules --without-ca-bundle --out manifests/base/webhook.yaml
 	$(BIN)/agent-guard manifests policy --rules rules --out manifests/base/policy
+	$(BIN)/agent-guard manifests chart --rules rules --manifests manifests --out charts/kube-agent-guard
 
 deploy-certs: $(STAMP) ## CA + serving certificate for the in-cluster Service, where the tls-secret component reads them
 	$(BIN)/agent-guard certs --out $(DEPLOY_CERTS) --service agent-guard --namespace $(NAMESPACE) $(ARGS) >/dev/null

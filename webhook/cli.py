@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from webhook import app, certs, decisionlog, engine, manifests, policy, reload, server
+from webhook import app, certs, chart, decisionlog, engine, manifests, policy, reload, server
 from webhook.tools import check, rbactools, replay, report
 
 
@@ -150,6 +150,24 @@ def _manifests_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifests_chart(args: argparse.Namespace) -> int:
+    """Write the chart's generated files; the hand-written ones there (helpers, NOTES) stay."""
+    try:
+        rendered = chart.render(Path(args.manifests), Path(args.rules))
+    except policy.PolicyError as exc:
+        print(f"invalid policy, nothing written:\n{exc}", file=sys.stderr)
+        return 1
+    except (chart.ChartError, OSError, KeyError, TypeError) as exc:
+        print(f"agent-guard manifests chart: {exc}; nothing written", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    for name, text in rendered.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text, encoding="utf-8")
+    print(f"wrote {len(rendered)} files to {out}", file=sys.stderr)
+    return 0
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -278,6 +296,17 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--out", required=True, help="directory to write (stale *.yaml there are removed)"
     )
     policy_config.set_defaults(func=_manifests_policy)
+    helm_chart = kinds.add_parser(
+        "chart", help="the Helm chart's generated files, from the kustomize base and the policy"
+    )
+    helm_chart.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    helm_chart.add_argument(
+        "--manifests", default="manifests", help="the kustomize tree (default manifests/)"
+    )
+    helm_chart.add_argument(
+        "--out", default="charts/kube-agent-guard", help="the chart (default charts/kube-agent-guard)"
+    )
+    helm_chart.set_defaults(func=_manifests_chart)
 
 
 def parser() -> argparse.ArgumentParser:
