@@ -314,6 +314,8 @@ def parser() -> argparse.ArgumentParser:
         prog="agent-guard",
         description="Server-side guard that keeps LLM agents (MCP servers) from harming a cluster.",
     )
+    # The installed distribution's version: pyproject.toml is the one place it is written.
+    root.add_argument("--version", action="version", version=f"%(prog)s {chart.app_version()}")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_certs(sub)
