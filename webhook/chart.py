@@ -66,11 +66,13 @@ class _Template:
     """
 
     holes: dict[str, Callable[[str, int], str]] = field(default_factory=dict)
+    inline: set[str] = field(default_factory=set)  # value() markers: replaced within their line
 
     def value(self, expression: str) -> str:
         """A scalar set by a template expression (``{{ ... }}`` kept inline)."""
         marker = f"agent-guard-hole-{len(self.holes)}"
         self.holes[marker] = lambda line, indent: line.replace(marker, expression)
+        self.inline.add(marker)
         return marker
 
     def block(self, pipeline: str, *, literal: bool = False) -> str:
@@ -87,12 +89,12 @@ class _Template:
 
     def lines(self, text: str) -> str:
         """Whole lines of template text at the marker's indentation (a mapping key or list item);
-        ``{I}`` in the text is that indentation plus two (for ``nindent`` below a key)."""
+        ``{N}`` in the text is that indentation, ``{I}`` that plus two (for ``nindent`` below a key)."""
         marker = f"agent-guard-hole-{len(self.holes)}"
 
         def render(line: str, indent: int) -> str:
             pad = " " * indent
-            text_here = text.replace("{I}", str(indent + 2))
+            text_here = text.replace("{I}", str(indent + 2)).replace("{N}", str(indent))
             return "\n".join(p if p.startswith("{{") else pad + p for p in text_here.splitlines())
 
         self.holes[marker] = render
@@ -109,7 +111,9 @@ class _Template:
             stripped = line.lstrip(" ")
             indent = len(line) - len(stripped)
             # A marker key (dumped as "MARK: null") or list item stands for whole lines.
-            whole = stripped.startswith(f"{marker}:") or stripped == f"- {marker}"
+            whole = marker not in self.inline and (
+                stripped.startswith(f"{marker}:") or stripped == f"- {marker}"
+            )
             out.append(self.holes[marker](" " * indent + marker if whole else line, indent))
         return "\n".join(out) + "\n"
 
@@ -130,7 +134,7 @@ def _common(obj: dict[str, Any], template: _Template, part_of: dict[str, str]) -
     metadata = obj["metadata"]
     labels = dict(metadata.get("labels") or {})
     labels.update(part_of)
-    labels[template.lines('{{- include "agent-guard.helmLabels" . }}')] = None
+    labels[template.lines('{{- include "agent-guard.helmLabels" . | nindent {N} }}')] = None
     metadata["labels"] = labels
     return _with_namespace(obj, template)  # type: ignore[no-any-return]
 
@@ -359,9 +363,10 @@ def render(manifests_dir: Path, rules: Path) -> dict[str, str]:
         files[f"templates/{name}"] = HEADER + body
     files["templates/webhook.yaml"] = HEADER + VALIDATE + _webhook(loaded, _Template(), part_of)
     files["templates/policy.yaml"] = HEADER + _policy_configmap(_Template(), part_of)
-    files["templates/tls-secret.yaml"] = HEADER + _tls_secret(_Template(), part_of)
+    # The components' objects are outside the base, so kustomize gives them none of its labels.
+    files["templates/tls-secret.yaml"] = HEADER + _tls_secret(_Template(), {})
     files["templates/certificates.yaml"] = HEADER + _cert_manager(
-        manifests_dir / "components" / "cert-manager" / "certificates.yaml", part_of
+        manifests_dir / "components" / "cert-manager" / "certificates.yaml", {}
     )
     files["templates/_families.tpl"] = HEADER + _families()
     return files

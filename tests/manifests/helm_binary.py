@@ -77,5 +77,7 @@ def run(
         env=environment(home, kubeconfig),
     )
     if result.returncode != 0:
-        raise BuildError(f"helm {' '.join(args)} failed (exit {result.returncode}):\n{result.stderr}")
+        raise BuildError(
+            f"helm {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+        )
     return result.stdout

@@ -7,6 +7,10 @@ at install time, so those are compared with the guard's own renderer
 (``manifests.validating_webhook_configuration``) for the shipped policy and for several others.
 helm is built from the Go module proxy (``helm_binary``); without Go the tests skip locally and fail
 under CI.
+
+The CEL strings are compared as text, so the variants use ASCII names without ``<``, ``>`` and ``&``:
+for those helm's ``toJson`` writes ``<`` as ``\u003c`` and Python's ``json.dumps`` writes ``é`` as
+``\u00e9``, which CEL reads as the same string but this comparison would not.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ def comparable(docs: Documents, *, from_helm: bool) -> dict[Key, dict[str, Any]]
             assert labels["app.kubernetes.io/version"] == chart.app_version()
             for label in HELM_LABELS:
                 del labels[label]
+        if doc["kind"] == "Secret":  # base64 line breaks (kustomize wraps, helm does not)
+            doc["data"] = {name: "".join(value.split()) for name, value in doc["data"].items()}
         if doc["kind"] == "ConfigMap":
             doc["data"] = {name: yaml.safe_load(text) for name, text in doc["data"].items()}
         if doc["kind"] == "ValidatingWebhookConfiguration":
