@@ -301,8 +301,9 @@ def _values(deployment: dict[str, Any], rules: Path) -> str:
         "tls": {"source": "secret", "create": True, "cert": "", "key": "", "ca": ""},
     }
     comments = {
-        "namespace": "Create the release namespace with the restricted Pod Security labels (install without\n"
-        "--create-namespace then). Set false when the namespace exists already, labelled.",
+        "namespace": "The release namespace as an object of the release, with the restricted Pod Security\n"
+        "labels (helm install --create-namespace makes it first; helm stores the release there). Set\n"
+        "false when it is managed elsewhere, labelled.",
         "replicas": "Two replicas on different nodes; the PodDisruptionBudget lets one go at a time.",
         "image": "tag: empty means the chart's appVersion (the version `agent-guard --version` prints).",
         "resources": "No CPU limit on purpose: throttling would show up as latency on every agent request.",
