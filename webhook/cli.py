@@ -99,6 +99,7 @@ def _manifests_authz(args: argparse.Namespace) -> int:
             ca_bundle=bundle,
             ca_file=args.ca_file,
             kubeconfig_path=args.kubeconfig_path,
+            kubernetes=args.kubernetes_version,
         )
     except policy.PolicyError as exc:
         print(f"invalid policy:\n{exc}", file=sys.stderr)
@@ -176,6 +177,22 @@ def _seconds(text: str) -> float:
     if not 0 <= value < 86400:
         raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
     return value
+
+
+def _kubernetes_version(text: str) -> manifests.KubernetesVersion:
+    try:
+        return manifests.kubernetes_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_kubernetes_version(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--kubernetes-version",
+        type=_kubernetes_version,
+        help="the cluster's Kubernetes release, e.g. 1.30 (default: the newest form; oldest supported: "
+        f"{'.'.join(map(str, manifests.OLDEST_KUBERNETES))})",
+    )
 
 
 def _positive(text: str) -> int:
@@ -257,6 +274,7 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     webhook_config.add_argument(
         "--out", help="write to this file (with a 'generated' header) instead of stdout"
     )
+    _add_kubernetes_version(webhook_config)  # the same object on every supported release; checked
     webhook_config.set_defaults(func=_manifests_webhook)
 
     authz = kinds.add_parser(
@@ -287,6 +305,7 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help=f"write {manifests.CONFIG_FILE} and {manifests.KUBECONFIG_FILE} into this directory "
         "(default: both documents on stdout)",
     )
+    _add_kubernetes_version(authz)
     authz.set_defaults(func=_manifests_authz)
     policy_config = kinds.add_parser(
         "policy", help="a kustomization generating the policy ConfigMap (copies the policy files next to it)"

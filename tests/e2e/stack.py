@@ -39,6 +39,7 @@ import urllib3
 
 from tests import reviews, serving
 from tests.e2e import cluster, kube
+from tests.e2e.controlplane import binaries
 from webhook import manifests, policy
 
 AGENT_NAMESPACE, AGENT_NAME = "mcp-system", "mcp-k8s-go"
@@ -155,6 +156,7 @@ def render_authorizer(loaded: policy.Policy, ca_bundle: str, port: int, director
         ca_bundle=ca_bundle,
         kubeconfig_path=str(directory / manifests.KUBECONFIG_FILE),
         unauthorized_ttl=f"{AUTHORIZER_CACHE_SECONDS}s",
+        kubernetes=binaries.kubernetes_version(),  # the release under test (make e2e-matrix)
     )
     for name, text in files.items():
         (directory / name).write_text(text)

@@ -7,11 +7,13 @@ the temporary file renamed into place and the build log are ``tests.gotools``' b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests import gotools
+from webhook import manifests
 
 HERE = Path(__file__).resolve().parent
 BUILD_TIMEOUT_SECONDS = 45 * 60
@@ -64,6 +66,41 @@ ETCD = Component(
 )
 COMPONENTS = (ETCD, KUBE_APISERVER)
 
+# The version matrix (make e2e-matrix): one pinning module per Kubernetes minor, each cached under its
+# own version like the default. AGENT_GUARD_E2E_KUBERNETES=<minor> runs the suite against that one.
+KUBERNETES_ENV = "AGENT_GUARD_E2E_KUBERNETES"
+MATRIX = {
+    "1.30": HERE / "kube-apiserver-1.30",
+    "1.32": HERE / "kube-apiserver-1.32",
+    "1.34": HERE / "kube-apiserver",
+    "1.37": HERE / "kube-apiserver-1.37",
+}
+
+
+class UnknownVersion(gotools.BuildError):
+    """AGENT_GUARD_E2E_KUBERNETES names a minor the matrix does not pin."""
+
+
+def kubernetes_version() -> tuple[int, int] | None:
+    """The release selected by ``KUBERNETES_ENV`` (None: the default module's, the newest forms)."""
+    minor = os.environ.get(KUBERNETES_ENV, "")
+    return manifests.kubernetes_version(minor) if minor else None
+
+
+def kube_apiserver(minor: str | None = None) -> Component:
+    """The kube-apiserver of ``minor`` (default: the environment's choice, else the default module)."""
+    minor = minor if minor is not None else os.environ.get(KUBERNETES_ENV, "")
+    if not minor:
+        return KUBE_APISERVER
+    if minor not in MATRIX:
+        raise UnknownVersion(f"{KUBERNETES_ENV}={minor}: the matrix pins {', '.join(MATRIX)}")
+    return Component(
+        name="kube-apiserver",
+        module_dir=MATRIX[minor],
+        package=KUBE_APISERVER.package,
+        requirement=KUBE_APISERVER.requirement,
+    )
+
 
 def cache_root() -> Path:
     return gotools.cache_root()
@@ -79,4 +116,5 @@ def ensure(component: Component, progress: Callable[[str], None] = print) -> Pat
 
 
 def ensure_all(progress: Callable[[str], None] = print) -> dict[str, Path]:
-    return {component.name: ensure(component, progress) for component in COMPONENTS}
+    """etcd and the kube-apiserver of the selected version (``KUBERNETES_ENV``)."""
+    return {component.name: ensure(component, progress) for component in (ETCD, kube_apiserver())}
