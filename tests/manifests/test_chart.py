@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -364,3 +366,25 @@ def test_policy_guard_namespace_must_be_the_release_namespace(
     message = template_error(helm, helm_home, *tls_values(tree), namespace="elsewhere")
     assert "policy.guardNamespace (agent-guard-system) must be the release namespace (elsewhere)" in message
     assert "policy.guardNamespace=elsewhere" in message
+
+
+def test_broken_policy_or_tree_writes_no_chart(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "policy.yaml").write_text("apiVersion: agent-guard.io/v1alpha1\nkind: Policy\nagents: {}\n")
+    out = tmp_path / "chart"
+    command = [sys.executable, "-m", "webhook", "manifests", "chart", "--out", str(out)]
+    broken = subprocess.run(
+        [*command, "--rules", str(rules)], capture_output=True, text=True, cwd=reviews.ROOT
+    )
+    assert broken.returncode == 1 and "nothing written" in broken.stderr and "agents:" in broken.stderr
+    missing = subprocess.run(
+        [*command, "--manifests", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        cwd=reviews.ROOT,
+        check=False,
+    )
+    assert missing.returncode == 1 and "kustomization.yaml" in missing.stderr
+    assert "Traceback" not in broken.stderr + missing.stderr
+    assert not out.exists()
