@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import reviews
 from tests.e2e import cluster, kube
 from tests.e2e.conftest import unavailable
 from tests.e2e.controlplane import binaries, processes
@@ -45,13 +46,20 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "kube-agent-guard"
 NAMESPACE = certs.DEFAULT_NAMESPACE
 RELEASE = "agent-guard"
 WEBHOOK_PATH = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{RELEASE}"
-AUTHORIZATION = """\
-apiVersion: apiserver.config.k8s.io/v1
-kind: AuthorizationConfiguration
-authorizers:
-  - {type: Node, name: node}
-  - {type: RBAC, name: rbac}
-"""
+
+
+def authorization_without_guard() -> str:
+    """Node and RBAC only, in the AuthorizationConfiguration version of the release under test."""
+    rendered = manifests.authorization_configuration(
+        policy.load(reviews.RULES), kubernetes=binaries.kubernetes_version()
+    )
+    return yaml.safe_dump(
+        {
+            "apiVersion": rendered["apiVersion"],
+            "kind": "AuthorizationConfiguration",
+            "authorizers": [{"type": "Node", "name": "node"}, {"type": "RBAC", "name": "rbac"}],
+        }
+    )
 
 
 @dataclass
@@ -88,7 +96,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         unavailable(str(exc))
     workdir = tmp_path_factory.mktemp("chart-lifecycle")
     authorization = workdir / "authorization.yaml"
-    authorization.write_text(AUTHORIZATION)
+    authorization.write_text(authorization_without_guard())
     certificates = workdir / "certs"
     certs.generate(certificates, certs.DEFAULT_SERVICE, NAMESPACE)
     files = f"tls.cert={certificates}/tls.crt,tls.key={certificates}/tls.key,tls.ca={certificates}/ca.crt"
