@@ -4,9 +4,10 @@ For each release of ``binaries.MATRIX`` (oldest first) the kube-apiserver is bui
 module (once; cached like the default one, one build at a time: each takes minutes of every core),
 then ``pytest -m e2e`` runs with ``AGENT_GUARD_E2E_KUBERNETES`` set, so the suite starts that
 apiserver and renders the authorizer files for it (``manifests --kubernetes-version``). The results
-go to ``docs/versions.md`` (the table between the markers is rewritten from this run) and to
-``--json``. A release whose build or run fails is reported as such and the next one still runs; the
-exit code is 1 if any release did not pass.
+are kept per release in ``.e2e/matrix/result-<minor>.json`` and ``docs/versions.md`` is rewritten from
+the latest result of every release (the table between the markers; each row says when it ran), so
+releases may be run one at a time (``--only``) as their builds finish. A release whose build or run
+fails is reported as such and the next one still runs; the exit code is 1 if any release did not pass.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Result:
     errors: int = 0
     seconds: float = 0.0
     problem: str = ""
+    when: str = ""  # when the suite ran (UTC)
 
     @property
     def ok(self) -> bool:
@@ -92,32 +94,44 @@ def run(result: Result, workdir: Path, pytest_args: list[str]) -> None:
         result.passed += tests - failures - errors - skipped
 
 
-def table(results: list[Result], when: str) -> str:
+def table(results: dict[str, Result | None]) -> str:
     lines = [
         BEGIN,
-        f"Last run: {when}, on the project's development machine (2 shared cores).",
+        "On the project's development machine (2 cores shared with other work); `make e2e-matrix`.",
         "",
-        "| Kubernetes | kube-apiserver | e2e result | passed | failed | skipped | suite time | build time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Kubernetes | kube-apiserver | e2e | passed | failed | skipped | suite time | build time | ran |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for minor, r in results.items():
+        if r is None:
+            lines.append(f"| {minor} | - | not run | | | | | | |")
+            continue
         verdict = "pass" if r.ok else (r.problem.split(":")[0] if r.problem else "FAIL")
         build_time = "-" if r.build_seconds is None else f"{r.build_seconds / 60:.1f} min"
         lines.append(
             f"| {r.minor} | {r.kube_apiserver} | {verdict} | {r.passed} | {r.failed + r.errors} | "
-            f"{r.skipped} | {r.seconds / 60:.1f} min | {build_time} |"
+            f"{r.skipped} | {r.seconds / 60:.1f} min | {build_time} | {r.when} |"
         )
     lines.append(END)
     return "\n".join(lines)
 
 
-def write_docs(results: list[Result], when: str) -> None:
-    """Replace the results table in docs/versions.md (between the markers) with this run's."""
+def latest(workdir: Path) -> dict[str, Result | None]:
+    """The last full-suite result kept for every release of the matrix."""
+    found: dict[str, Result | None] = {}
+    for minor in binaries.MATRIX:
+        path = workdir / f"result-{minor}.json"
+        found[minor] = Result(**json.loads(path.read_text())) if path.is_file() else None
+    return found
+
+
+def write_docs(results: dict[str, Result | None]) -> None:
+    """Replace the results table in docs/versions.md (between the markers)."""
     text = DOCS.read_text()
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
     if not pattern.search(text):
         raise SystemExit(f"{DOCS}: the markers of the results table are missing")
-    DOCS.write_text(pattern.sub(lambda _: table(results, when), text))
+    DOCS.write_text(pattern.sub(lambda _: table(results), text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,19 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for minor in minors:
         result = build(minor)
+        result.when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         if not result.problem:
             run(result, workdir, args.pytest_args)
         results.append(result)
-        print(
-            f"e2e-matrix {minor} ({result.kube_apiserver}): {'pass' if result.ok else 'FAIL'} {result}",
-            flush=True,
-        )
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(table(results, when))
+        verdict = "pass" if result.ok else "FAIL"
+        print(f"e2e-matrix {minor} ({result.kube_apiserver}): {verdict} {result}", flush=True)
+        if not args.pytest_args:  # only the whole suite says whether a release is supported
+            (workdir / f"result-{minor}.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    print(table({r.minor: r for r in results}))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) | {"ok": r.ok} for r in results], indent=2) + "\n")
-    if not args.no_docs and not args.pytest_args and args.only is None:
-        write_docs(results, when)  # only a full run describes what is supported
+    if not args.no_docs and not args.pytest_args:
+        write_docs(latest(workdir))
     return 0 if all(r.ok for r in results) else 1
 
 
