@@ -92,7 +92,10 @@ def test_restricted_denies_whatever_baseline_denies(path: Path, shipped_policy: 
     request = copy.deepcopy(data["request"])
     request.update(uid="u-1", userInfo=reviews.AGENT)
     request.setdefault("kind", {"group": "", "version": "v1", "kind": "X"})
-    verdict = _admit(_engine(shipped_policy, level="restricted"), request)
+    templates = policy.PodTemplates.model_validate(data.get("podTemplates", {}))
+    verdict = _admit(
+        _engine(dataclasses.replace(shipped_policy, pod_templates=templates), level="restricted"), request
+    )
     assert not verdict.allowed
     assert len(verdict.findings) >= data["expect"].get("findings", 1)
 
