@@ -327,10 +327,11 @@ def access(request: attributes.AccessRequest, settings: Settings, ctx: base.Cont
         _, kind, why = action
         where = f"{request.namespace}/{request.name}" if request.namespace else request.name
         target = f'{kind} "{where}"' if request.name else f"any {kind}"
-        yield (
-            f'"{request.verb}" on {request.resource_path} ({target}) is not allowed for agents: '
-            f"{why}; {CONNECT_ADVICE}"
+        # OPTIONS, PROPFIND, … have no Kubernetes verb: the apiserver asks with an empty one.
+        verb = (
+            f'"{request.verb}"' if request.verb else "an HTTP method without a Kubernetes verb (OPTIONS, …)"
         )
+        yield f"{verb} on {request.resource_path} ({target}) is not allowed for agents: {why}; {CONNECT_ADVICE}"
     elif request.resource_path == "serviceaccounts/token" and request.verb in ("create", ALL):
         yield (
             f'requesting a token for ServiceAccount "{request.name}" in namespace "{request.namespace}" '
