@@ -331,7 +331,8 @@ def access(request: attributes.AccessRequest, settings: Settings, ctx: base.Cont
         verb = (
             f'"{request.verb}"' if request.verb else "an HTTP method without a Kubernetes verb (OPTIONS, …)"
         )
-        yield f"{verb} on {request.resource_path} ({target}) is not allowed for agents: {why}; {CONNECT_ADVICE}"
+        where = f"{request.resource_path} ({target})"
+        yield f"{verb} on {where} is not allowed for agents: {why}; {CONNECT_ADVICE}"
     elif request.resource_path == "serviceaccounts/token" and request.verb in ("create", ALL):
         yield (
             f'requesting a token for ServiceAccount "{request.name}" in namespace "{request.namespace}" '
