@@ -200,6 +200,18 @@ def _conversion_webhook(obj: attributes.Object | None) -> Mapping[str, Any] | No
     return webhook if isinstance(webhook, Mapping) else {}
 
 
+def _webhook_target(client: Any) -> str:
+    """`` (https://…)`` or `` (service ns/name)`` for a message; empty when neither is given."""
+    if not isinstance(client, Mapping):
+        return ""
+    if isinstance(client.get("url"), str):
+        return f" ({client['url']})"
+    service = client.get("service")
+    if isinstance(service, Mapping):
+        return f" (service {service.get('namespace', '?')}/{service.get('name', '?')})"
+    return ""
+
+
 def _machinery(request: attributes.AdmissionRequest, action: str) -> Iterator[str]:
     group, resource = request.resource.group, request.resource.resource
     if group == AGGREGATION_GROUP and resource == "apiservices":
@@ -214,9 +226,7 @@ def _machinery(request: attributes.AdmissionRequest, action: str) -> Iterator[st
         new = _conversion_webhook(request.object)
         if new is None or (request.operation == "UPDATE" and new == _conversion_webhook(request.old_object)):
             return
-        client = new.get("clientConfig")
-        target = client.get("url") or client.get("service") if isinstance(client, Mapping) else None
-        where = f" ({target})" if target else ""
+        where = _webhook_target(new.get("clientConfig"))
         yield (
             f"{action} {_what(request)} with a conversion webhook{where} is not allowed for agents: the "
             "apiserver would send every stored object of that kind to it; use conversion strategy "
