@@ -51,6 +51,9 @@ class Attack:
     dry_run: bool = True  # whether the request takes ?dryRun=All (CONNECT does not)
     admitted: tuple[int, ...] = ADMITTED  # statuses once admission lets it through
     stage: str = ADMISSION  # which of the guard's endpoints denies the agent first
+    # The audit log keeps the request body (level Request), so ``agent-guard replay`` can judge it;
+    # Secrets stay at Metadata level (their bodies are secret data), and replay cannot see their type.
+    body_audited: bool = True
 
     def denied_by(self, authorizer: bool) -> str:
         """The stage that denies the row, given whether the apiserver calls the guard's authorizer
@@ -527,7 +530,7 @@ ATTACKS = (
     Attack(
         "exec-connect", "secret-access", exec_into_pod, dry_run=False, admitted=(400,), stage=AUTHORIZATION
     ),
-    Attack("bootstrap-token-secret", "secret-access", bootstrap_token_secret),
+    Attack("bootstrap-token-secret", "secret-access", bootstrap_token_secret, body_audited=False),
     Attack("pod-secrets-store-csi", "secret-access", pod_secrets_store_csi),
     Attack(
         "options-pod-proxy",
