@@ -196,15 +196,20 @@ class Volume:
     spec: Mapping[str, Any]
 
 
+# Lists of volume-shaped sources: Tekton's workspace bindings take ``secret``, ``projected``, ``csi``…
+VOLUME_LISTS = (("volumes", "volume"), ("workspaces", "workspace"))
+
+
 def volumes(pod: PodSpec) -> Iterator[Volume]:
     """Every volume of the pod, labelled for messages."""
-    items = pod.spec.get("volumes")
-    if not isinstance(items, list):
-        return
-    for index, item in enumerate(items):
-        if isinstance(item, Mapping):
-            name = item.get("name", f"#{index}")
-            yield Volume(f'volume "{name}"', f"{pod.path}.volumes[{index}]", item)
+    for list_name, label in VOLUME_LISTS:
+        items = pod.spec.get(list_name)
+        if not isinstance(items, list):
+            continue
+        for index, item in enumerate(items):
+            if isinstance(item, Mapping):
+                name = item.get("name", f"#{index}")
+                yield Volume(f'{label} "{name}"', f"{pod.path}.{list_name}[{index}]", item)
 
 
 def containers(pod: PodSpec) -> Iterator[Container]:
