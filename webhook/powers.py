@@ -23,21 +23,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 from webhook import rbac
+from webhook.guards import podspec
 
 Stage = Literal["admission", "authorizer"]
 ADMISSION: Stage = "admission"
 AUTHORIZER: Stage = "authorizer"
 
-WORKLOAD_RESOURCES = (
-    ("", "pods"),
-    ("", "replicationcontrollers"),
-    ("", "podtemplates"),
-    ("apps", "deployments"),
-    ("apps", "replicasets"),
-    ("apps", "statefulsets"),
-    ("apps", "daemonsets"),
-    ("batch", "jobs"),
-    ("batch", "cronjobs"),
+# Every kind whose pod spec a controller turns into pods (the pod-spec guards' own table); templates
+# that nothing runs by itself are left out.
+WORKLOAD_RESOURCES = tuple(
+    key
+    for key in podspec.TEMPLATE_PATHS
+    if key not in (("", "podtemplates"), ("apps", "controllerrevisions"))
+)
+# Constrained impersonation (KEP-5284) grants narrower verbs; each is still impersonation.
+CONSTRAINED_IMPERSONATION = (
+    ("impersonate:user-info", ("users", "groups", "userextras/scopes", "uids")),
+    ("impersonate:serviceaccount", ("serviceaccounts",)),
+    ("impersonate:arbitrary-node", ("nodes",)),
+    ("impersonate:associated-node", ("nodes",)),
 )
 
 
@@ -77,10 +81,13 @@ POWERS: tuple[Power, ...] = (
     ),
     Power(
         "exec",
-        "exec, attach or port-forward into pods",
+        "exec, attach, port-forward or debug (ephemeral containers) in pods",
         "secret-access",
         ADMISSION,
-        _asks(("create", "get"), "", "pods/exec", "pods/attach", "pods/portforward"),
+        (
+            *_asks(("create", "get"), "", "pods/exec", "pods/attach", "pods/portforward"),
+            *_asks(("update", "patch"), "", "pods/ephemeralcontainers"),  # kubectl debug
+        ),
     ),
     Power(
         "node-proxy",
@@ -113,6 +120,12 @@ POWERS: tuple[Power, ...] = (
             *_asks(("bind",), rbac.GROUP, "roles", "clusterroles"),
             *_asks(("impersonate",), "", "users", "groups", "serviceaccounts"),
             *_asks(("impersonate",), "authentication.k8s.io", "userextras/scopes", "uids"),
+            *(a for verb, resources in CONSTRAINED_IMPERSONATION for a in _asks((verb,), "", *resources)),
+            *(
+                a
+                for verb, resources in CONSTRAINED_IMPERSONATION
+                for a in _asks((verb,), "authentication.k8s.io", *resources)
+            ),
         ),
     ),
     Power(
@@ -125,6 +138,13 @@ POWERS: tuple[Power, ...] = (
             *_asks(("update", "patch"), "certificates.k8s.io", "certificatesigningrequests/approval"),
             *_asks(("approve",), "certificates.k8s.io", "signers"),
         ),
+    ),
+    Power(
+        "api-aggregation",
+        "register or repoint aggregated APIs (APIService objects)",
+        "guard-tamper",
+        ADMISSION,
+        _asks((*WRITE, "delete"), "apiregistration.k8s.io", "apiservices"),
     ),
     Power(
         "delete-namespaces",
