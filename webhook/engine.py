@@ -7,17 +7,23 @@ enforce, failing closed when a guard crashes on an agent's request, and the poli
 (a guard's findings on an exempted request are dropped from the decision but kept in
 ``Verdict.exempted``, so audits still see what was let through and why). Time enters only through
 the injected ``today`` clock, so expiry is testable and evaluation stays a pure function of its inputs.
+
+The one piece of state, the destructive-budget ``budget.Ledger``, is injected too (with its ``clock``),
+and is written only after the decision: ``admit`` lets the families that ``settle`` record a request
+the verdict admitted, so a refused request never spends anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from webhook import attributes, exemptions, guards, identity, policy
+from webhook import attributes, budget, exemptions, guards, identity, policy
 from webhook.guards import base
 
 log = logging.getLogger("agent-guard.engine")
@@ -91,12 +97,22 @@ class _Active:
 class Engine:
     """A policy compiled for evaluation. Immutable; a policy reload builds a new Engine."""
 
-    def __init__(self, compiled: policy.Policy, today: Callable[[], datetime.date] = utc_today) -> None:
+    def __init__(
+        self,
+        compiled: policy.Policy,
+        today: Callable[[], datetime.date] = utc_today,
+        *,
+        ledger: budget.Ledger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.policy = compiled
         self.today = today
+        self.ledger = ledger if ledger is not None else budget.Ledger()
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
-        self.context = base.Context(is_agent=self.is_agent, guard_namespace=compiled.guard_namespace)
+        self.context = base.Context(
+            is_agent=self.is_agent, guard_namespace=compiled.guard_namespace, ledger=self.ledger, clock=clock
+        )
         families = guards.by_id()
         active = []
         for guard_id, settings in compiled.guards.items():
@@ -105,6 +121,7 @@ class Engine:
                 active.append(_Active(families[guard_id], settings, mode))
         self._admission = tuple((a, a.family.admission) for a in active if a.family.admission is not None)
         self._access = tuple((a, a.family.access) for a in active if a.family.access is not None)
+        self._settle = tuple((a, a.family.settle) for a in active if a.family.settle is not None)
 
     def exemption_status(self) -> list[tuple[str, str]]:
         """``(level, line)`` per exemption: active, expired or naming a non-agent (for logs and CLI)."""
@@ -118,8 +135,33 @@ class Engine:
         )
 
     def admit(self, request: attributes.AdmissionRequest) -> Verdict:
-        """Judge an admission request (CREATE/UPDATE/DELETE/CONNECT)."""
-        return self._judge(request, self._admission, request.uid)
+        """Judge an admission request (CREATE/UPDATE/DELETE/CONNECT), then settle it if admitted."""
+        verdict = self._judge(request, self._admission, request.uid)
+        if verdict.agent and verdict.allowed and self._settle:
+            return self._settled(request, verdict)
+        return verdict
+
+    def _settled(self, request: attributes.AdmissionRequest, verdict: Verdict) -> Verdict:
+        """Let stateful families record an admitted request; if one cannot, fail closed like a crash."""
+        errors: list[Finding] = []
+        for active, settle in self._settle:
+            try:
+                settle(request, active.settings, self.context)
+            except Exception as exc:
+                guard_id = active.family.id
+                log.exception("guard %s failed to record request uid=%s", guard_id, request.uid)
+                errors.append(
+                    Finding(
+                        guard_id,
+                        f"[{guard_id}] internal error while recording this request ({type(exc).__name__}); "
+                        "agent requests fail closed, ask an operator to read the guard's log",
+                        active.mode,
+                        error=True,
+                    )
+                )
+        if not errors:
+            return verdict
+        return dataclasses.replace(verdict, findings=(*verdict.findings, *errors))
 
     def authorize(self, request: attributes.AccessRequest) -> Verdict:
         """Judge an authorization request (SubjectAccessReview); findings mean 'denied'."""

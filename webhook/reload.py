@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from webhook import app, certs, engine, manifests, policy
+from webhook import app, budget, certs, engine, manifests, policy
 
 log = logging.getLogger("agent-guard.reload")
 
@@ -69,13 +69,16 @@ class Watch:
         return True
 
 
-def compile_policy(rules: Path, mode: policy.GlobalMode | None) -> engine.Engine:
+def compile_policy(
+    rules: Path, mode: policy.GlobalMode | None, ledger: budget.Ledger | None = None
+) -> engine.Engine:
     """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
 
     The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
-    policy reports lapsed exemptions exactly as a restart would.
+    policy reports lapsed exemptions exactly as a restart would. ``ledger`` carries destructive
+    budgets over from the engine in force: a reload never refills a budget.
     """
-    judge = engine.Engine(policy.load(rules, mode))
+    judge = engine.Engine(policy.load(rules, mode), ledger=ledger)
     for level, line in judge.exemption_status():
         log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
     return judge
@@ -99,7 +102,7 @@ class PolicyReloader:
     async def reload(self) -> bool:
         state = self.state
         try:
-            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode)
+            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode, state.engine.ledger)
         except policy.PolicyError as exc:
             state.policy_error = str(exc)
             state.metrics.policy_reload(ok=False)

@@ -9,14 +9,15 @@ and knobs stay in policy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Generic, Literal, TypeVar
 
 import pydantic
 from pydantic import alias_generators
 
-from webhook import attributes
+from webhook import attributes, budget
 
 Mode = Literal["enforce", "dry-run", "off"]
 
@@ -61,6 +62,10 @@ class Context:
 
     is_agent: Callable[[attributes.UserInfo], bool]
     guard_namespace: str
+    # State that outlives one request (destructive budgets) and the clock it is read against. The
+    # server passes one ledger to every engine it builds, so a policy reload keeps the counts.
+    ledger: budget.Ledger = field(default_factory=budget.Ledger)
+    clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ S = TypeVar("S", bound=GuardSettings)
 
 AdmissionCheck = Callable[[attributes.AdmissionRequest, S, Context], Iterable[str]]
 AccessCheck = Callable[[attributes.AccessRequest, S, Context], Iterable[str]]
+Settle = Callable[[attributes.AdmissionRequest, S, Context], None]
 
 
 @dataclass(frozen=True)
@@ -88,3 +94,6 @@ class Family(Generic[S]):
     admission: AdmissionCheck[S] | None = None
     access: AccessCheck[S] | None = None
     rules: tuple[AdmissionRule, ...] = ()
+    # Called once an agent's admission request has been admitted (allowed, or denied only in
+    # dry-run): the one place a family may record state, so refused requests never count.
+    settle: Settle[S] | None = None
