@@ -16,11 +16,13 @@ the guard's view and the apiserver's view of the same request side by side, buck
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import prometheus_client
+from prometheus_client import metrics_core, registry
 
-from webhook import decisionlog, engine
+from webhook import budget, decisionlog, engine
 
 APISERVER_ADMISSION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0, 25.0)
 APISERVER_AUTHORIZATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -142,6 +144,38 @@ class Metrics:
             return float("nan")
         return (self._not_after - datetime.datetime.now(datetime.UTC)).total_seconds()
 
+    def watch_budget(self, ledger: Callable[[], budget.Ledger]) -> None:
+        """Export the destructive-budget ledger's size and charges (read at scrape time).
+
+        Budget *denials* are ``agent_guard_guard_decisions_total{guard="delete-budget"}``.
+        """
+        self.registry.register(_BudgetCollector(ledger))
+
     def exposition(self) -> bytes:
         """The text format for a scrape."""
         return bytes(prometheus_client.generate_latest(self.registry))
+
+
+class _BudgetCollector(registry.Collector):
+    """Reads the ledger in force at scrape time (the server's one ledger, kept across reloads)."""
+
+    def __init__(self, ledger: Callable[[], budget.Ledger]) -> None:
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        ledger = self.ledger()
+        yield metrics_core.CounterMetricFamily(
+            "agent_guard_budget_charged_requests",
+            "Destructive agent requests admitted and charged to a delete-budget (this process).",
+            value=ledger.charged_total,
+        )
+        yield metrics_core.GaugeMetricFamily(
+            "agent_guard_budget_tracked_keys",
+            "Budget buckets (identity, namespace) with a charge inside their window (this process).",
+            value=ledger.keys,
+        )
+        yield metrics_core.GaugeMetricFamily(
+            "agent_guard_budget_tracked_requests",
+            "Charges the ledger holds; each lapses one window after it was made (this process).",
+            value=ledger.entries,
+        )

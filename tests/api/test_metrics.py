@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from collections.abc import Iterator
@@ -179,3 +180,27 @@ def test_unexpected_errors_are_timed_and_counted_as_500(shipped_engine: engine.E
         samples = scrape(client)
     assert value(samples, "agent_guard_http_responses_total", endpoint="validate", code="500") == 1
     assert value(samples, "agent_guard_review_duration_seconds_count", endpoint="validate") == 1
+
+
+def test_budget_denials_and_ledger_are_exported(shipped_policy: policy.Policy) -> None:
+    guards = dict(shipped_policy.guards)
+    guards["delete-budget"] = guards["delete-budget"].model_copy(update={"limit": 2})
+    state = app.State(engine.Engine(dataclasses.replace(shipped_policy, guards=guards)))
+    delete = reviews.review(
+        reviews.admission_request(
+            "DELETE", "configmaps", name="cm", namespace="shop", old={"kind": "ConfigMap", "metadata": {}}
+        )
+    )
+    with fastapi.testclient.TestClient(app.create_app(state, on_decision=lambda _: None)) as client:
+        assert scrape(client)[("agent_guard_budget_tracked_keys", ())] == 0
+        answers = [
+            _validate(client, {**delete, "request": {**delete["request"], "uid": f"u{i}"}}) for i in range(3)
+        ]
+        samples = scrape(client)
+    assert [a["allowed"] for a in answers] == [True, True, False]
+    assert answers[2]["status"]["message"].startswith("[delete-budget] ")
+    labels = {"endpoint": "validate", "decision": "deny", "mode": "enforce"}
+    assert value(samples, "agent_guard_guard_decisions_total", guard="delete-budget", **labels) == 1
+    assert value(samples, "agent_guard_budget_charged_requests_total") == 2
+    assert value(samples, "agent_guard_budget_tracked_keys") == 1
+    assert value(samples, "agent_guard_budget_tracked_requests") == 2
