@@ -78,6 +78,9 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+write_file = _write  # the same atomic, mode-first write for other certificate material (clientauth)
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name(
         [

@@ -10,10 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import app, certs, decisionlog, engine, manifests, policy, reload, server
-from webhook.tools import check, replay, report
+from webhook.tools import apiserver_client, check, replay, report
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.client_name and not args.client_ca:
+        print(
+            "agent-guard serve: --client-name needs --client-ca (the CA that signs those names)",
+            file=sys.stderr,
+        )
+        return 2
     decisionlog.configure_diagnostics(getattr(logging, args.log_level.upper()))
     settings = server.Settings(
         host=args.host,
@@ -27,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_delay=args.shutdown_delay,
         shutdown_timeout=args.shutdown_timeout,
         workers=args.workers,
+        client_ca=Path(args.client_ca) if args.client_ca else None,
+        client_names=tuple(args.client_name),
     )
     try:
         return server.serve(settings)
@@ -201,6 +209,16 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=20,
         help="then give requests in flight this many seconds to finish (default 20)",
     )
+    serve.add_argument(
+        "--client-ca",
+        help="accept reviews only from clients (the kube-apiserver) with a certificate signed by this CA",
+    )
+    serve.add_argument(
+        "--client-name",
+        action="append",
+        default=[],
+        help="with --client-ca: the client certificate's common name must be this (repeatable)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -298,6 +316,11 @@ def parser() -> argparse.ArgumentParser:
         (check, "check", "judge manifests or AdmissionReviews offline, as an agent (exit 1: would deny)"),
         (replay, "replay", "replay a Kubernetes audit log through the policy: what would have been denied"),
         (report, "report", "summarize decision logs: denials by guard, agent, namespace, message"),
+        (
+            apiserver_client,
+            "apiserver-client",
+            "the client certificate the kube-apiserver presents to the guard",
+        ),
     ]
     for module, name, summary in tools:
         command = sub.add_parser(name, help=summary, description=summary)

@@ -28,7 +28,7 @@ from typing import Any
 
 import uvicorn
 
-from webhook import app, certs, decisionlog, engine, metrics, policy, reload
+from webhook import app, certs, clientauth, decisionlog, engine, metrics, policy, reload
 
 log = logging.getLogger("agent-guard.server")
 
@@ -54,6 +54,8 @@ class Settings:
     shutdown_delay: float = 0.0  # keep serving (not ready) this long after SIGTERM
     shutdown_timeout: int = 20  # then give requests in flight this long (seconds)
     workers: int = 1  # processes sharing the listening socket
+    client_ca: Path | None = None  # reviews only from clients with a certificate from this CA
+    client_names: tuple[str, ...] = ()  # ... and (if any) one of these common names
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -93,6 +95,7 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
 
     return uvicorn.Config(
         asgi_app,
+        http=clientauth.protocol() if settings.client_ca is not None else "auto",
         host=settings.host,
         port=settings.port,
         ssl_context_factory=_context,
@@ -166,6 +169,12 @@ def build(settings: Settings) -> Server:
     state.metrics.policy_loaded.set_to_current_time()
     paths = prepare_certs(settings.cert_dir)
     context = tls_context(paths.cert, paths.key)
+    if settings.client_ca is not None:
+        try:
+            clientauth.require(context, settings.client_ca)
+        except clientauth.ClientAuthError as exc:
+            raise ServeError(str(exc)) from exc
+        state.clients = clientauth.Clients(frozenset(settings.client_names))
     state.metrics.certificate_in_use(certs.not_after(paths.cert))
     reloader = reload.Reloader(
         settings.reload_interval,
