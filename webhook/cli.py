@@ -35,6 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         client_ca=Path(args.client_ca) if args.client_ca else None,
         client_names=tuple(args.client_name),
+        approvals=args.approvals,
+        kubeconfig=args.kubeconfig,
     )
     try:
         return server.serve(settings)
@@ -219,6 +221,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=[],
         help="with --client-ca: the client certificate's common name must be this (repeatable)",
     )
+    serve.add_argument(
+        "--approvals",
+        action="store_true",
+        help="watch Approval objects in the guard's namespace so humans can approve approvable denials",
+    )
+    serve.add_argument("--kubeconfig", help="for --approvals (default: the pod's ServiceAccount)")
     serve.set_defaults(func=_serve)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from webhook import attributes, budget, exemptions, guards, identity, policy
+from webhook import approvals, attributes, budget, exemptions, guards, identity, policy
 from webhook.guards import base
 
 log = logging.getLogger("agent-guard.engine")
@@ -104,10 +104,13 @@ class Engine:
         *,
         ledger: budget.Ledger | None = None,
         clock: Callable[[], float] = time.time,
+        approved: approvals.Store | None = None,
     ) -> None:
         self.policy = compiled
         self.today = today
+        self.clock = clock
         self.ledger = ledger if ledger is not None else budget.Ledger()
+        self.approvals = approved if approved is not None else approvals.Store()
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
         self.context = base.Context(
@@ -123,6 +126,10 @@ class Engine:
         self._access = tuple((a, a.family.access) for a in active if a.family.access is not None)
         self._settle = tuple((a, a.family.settle) for a in active if a.family.settle is not None)
 
+    def successor(self, compiled: policy.Policy) -> Engine:
+        """An engine for a reloaded policy that keeps this one's clocks and runtime state."""
+        return Engine(compiled, self.today, ledger=self.ledger, clock=self.clock, approved=self.approvals)
+
     def exemption_status(self) -> list[tuple[str, str]]:
         """``(level, line)`` per exemption: active, expired or naming a non-agent (for logs and CLI)."""
         selector = self.policy.agents
@@ -137,9 +144,47 @@ class Engine:
     def admit(self, request: attributes.AdmissionRequest) -> Verdict:
         """Judge an admission request (CREATE/UPDATE/DELETE/CONNECT), then settle it if admitted."""
         verdict = self._judge(request, self._admission, request.uid)
+        if not verdict.allowed and self.policy.approvals:
+            verdict = self._approval(request, verdict)
         if verdict.agent and verdict.allowed and self._settle:
             return self._settled(request, verdict)
         return verdict
+
+    def _approval(self, request: attributes.AdmissionRequest, verdict: Verdict) -> Verdict:
+        """Admit an approved retry once, or tell how a human can approve an approvable denial.
+
+        Only when *every* enforced denial is approvable for this request (and none is a crash): an
+        approval can never wave through a finding the policy did not make approvable.
+        """
+        denials = verdict.denials
+        path = request.resource_path
+        if any(f.error for f in denials) or not all(
+            any(rule.covers(f.guard, request.namespace, path) for rule in self.policy.approvals)
+            for f in denials
+        ):
+            return verdict
+        store = self.approvals
+        if not store.enabled:
+            return verdict  # nobody watches Approvals: offering a command would be a lie
+        target = approvals.Target.of(request)
+        now = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)
+        approval = store.find(target, now)
+        # A server-side dry run is judged with the approval but does not use it up.
+        if approval is not None and (request.dry_run or store.take(approval)):
+            granted = tuple(Exempted(f, approval.exemption(f.guard)) for f in denials)
+            return dataclasses.replace(
+                verdict, findings=verdict.warnings, exempted=(*verdict.exempted, *granted)
+            )
+        last = denials[-1]
+        offered = dataclasses.replace(
+            last,
+            message=f"{last.message}. Approval id {target.id}: if the user wants exactly this done, "
+            "they (a human; agents are refused) can approve it once by running: "
+            f"{target.command()} -- then retry the same request once",
+        )
+        return dataclasses.replace(
+            verdict, findings=tuple(offered if f is last else f for f in verdict.findings)
+        )
 
     def _settled(self, request: attributes.AdmissionRequest, verdict: Verdict) -> Verdict:
         """Let stateful families record an admitted request; if one cannot, fail closed like a crash."""

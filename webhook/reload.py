@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from webhook import app, budget, certs, engine, manifests, policy
+from webhook import app, certs, engine, manifests, policy
 
 log = logging.getLogger("agent-guard.reload")
 
@@ -70,15 +70,16 @@ class Watch:
 
 
 def compile_policy(
-    rules: Path, mode: policy.GlobalMode | None, ledger: budget.Ledger | None = None
+    rules: Path, mode: policy.GlobalMode | None, previous: engine.Engine | None = None
 ) -> engine.Engine:
     """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
 
     The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
-    policy reports lapsed exemptions exactly as a restart would. ``ledger`` carries destructive
-    budgets over from the engine in force: a reload never refills a budget.
+    policy reports lapsed exemptions exactly as a restart would. The runtime state of ``previous``
+    (destructive-budget ledger, watched Approvals) carries over: a reload never refills a budget.
     """
-    judge = engine.Engine(policy.load(rules, mode), ledger=ledger)
+    loaded = policy.load(rules, mode)
+    judge = engine.Engine(loaded) if previous is None else previous.successor(loaded)
     for level, line in judge.exemption_status():
         log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
     return judge
@@ -102,7 +103,7 @@ class PolicyReloader:
     async def reload(self) -> bool:
         state = self.state
         try:
-            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode, state.engine.ledger)
+            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode, state.engine)
         except policy.PolicyError as exc:
             state.policy_error = str(exc)
             state.metrics.policy_reload(ok=False)

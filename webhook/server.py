@@ -28,7 +28,7 @@ from typing import Any
 
 import uvicorn
 
-from webhook import app, certs, clientauth, decisionlog, engine, metrics, policy, reload
+from webhook import app, approvals_watch, certs, clientauth, decisionlog, engine, metrics, policy, reload
 
 log = logging.getLogger("agent-guard.server")
 
@@ -56,6 +56,8 @@ class Settings:
     workers: int = 1  # processes sharing the listening socket
     client_ca: Path | None = None  # reviews only from clients with a certificate from this CA
     client_names: tuple[str, ...] = ()  # ... and (if any) one of these common names
+    approvals: bool = False  # watch Approval objects (human approvals) in the guard's namespace
+    kubeconfig: str | None = None  # for the approvals watch; None: the pod's ServiceAccount
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -126,14 +128,19 @@ class Server(uvicorn.Server):
         self.reloader = task
         self.drain_until: float | None = None
         self._signalled: list[int] = []
+        self.watcher: approvals_watch.Watcher | None = None  # started per (worker) process in serve
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         task = asyncio.create_task(self.reloader.run()) if self.settings.reload_interval > 0 else None
+        if self.watcher is not None:
+            self.watcher.start()
         try:
             await super().serve(sockets)
         finally:
             if task is not None:
                 task.cancel()
+            if self.watcher is not None:
+                self.watcher.stop()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a Python signal handler: set flags only; on_tick does the rest (and the logging).
@@ -190,7 +197,15 @@ def build(settings: Settings) -> Server:
         settings.host,
         settings.port,
     )
-    return Server(config, state, settings, reloader)
+    built = Server(config, state, settings, reloader)
+    if settings.approvals:
+        kubeconfig = settings.kubeconfig
+        built.watcher = approvals_watch.Watcher(
+            state.engine.approvals,
+            state.engine.policy.guard_namespace,
+            lambda: approvals_watch.api_client(kubeconfig),
+        )
+    return built
 
 
 def serve(settings: Settings) -> int:
