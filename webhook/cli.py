@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import app, certs, decisionlog, engine, manifests, policy, reload, server
-from webhook.tools import apiserver_client, check, replay, report
+from webhook.tools import apiserver_client, approve, check, replay, report
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -324,11 +324,8 @@ def parser() -> argparse.ArgumentParser:
         (check, "check", "judge manifests or AdmissionReviews offline, as an agent (exit 1: would deny)"),
         (replay, "replay", "replay a Kubernetes audit log through the policy: what would have been denied"),
         (report, "report", "summarize decision logs: denials by guard, agent, namespace, message"),
-        (
-            apiserver_client,
-            "apiserver-client",
-            "the client certificate the kube-apiserver presents to the guard",
-        ),
+        (approve, "approve", "approve one exact agent request a guard denied, once (writes an Approval)"),
+        (apiserver_client, "apiserver-client", "the certificate the kube-apiserver presents to the guard"),
     ]
     for module, name, summary in tools:
         command = sub.add_parser(name, help=summary, description=summary)
