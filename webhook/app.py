@@ -51,7 +51,7 @@ class State:
         self.max_body = max_body
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
-        self.metrics.watch_budget(lambda: self.engine.ledger)  # the ledger in force at scrape time
+        self.metrics.watch_state(lambda: self.engine)  # budgets and approvals, read at scrape time
         self.policy_error: str | None = None
         self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
 

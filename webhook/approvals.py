@@ -205,6 +205,8 @@ class Store:
         self._lock = threading.Lock()
         self.enabled = False
         self.on_consumed = on_consumed
+        self.offered_total = 0  # approvable denials that carried an approval command (metrics)
+        self.used_total = 0  # retries admitted by an approval in this process (metrics)
 
     def put(self, approval: Approval) -> None:
         with self._lock:
@@ -249,6 +251,7 @@ class Store:
             if approval.name in self._used:
                 return False
             self._used.add(approval.name)
+            self.used_total += 1
         if self.on_consumed is not None:
             self.on_consumed(approval)
         return True

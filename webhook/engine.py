@@ -175,6 +175,7 @@ class Engine:
             return dataclasses.replace(
                 verdict, findings=verdict.warnings, exempted=(*verdict.exempted, *granted)
             )
+        store.offered_total += 1
         last = denials[-1]
         offered = dataclasses.replace(
             last,

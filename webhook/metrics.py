@@ -22,7 +22,7 @@ from typing import Any
 import prometheus_client
 from prometheus_client import metrics_core, registry
 
-from webhook import budget, decisionlog, engine
+from webhook import decisionlog, engine
 
 APISERVER_ADMISSION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0, 25.0)
 APISERVER_AUTHORIZATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -144,26 +144,27 @@ class Metrics:
             return float("nan")
         return (self._not_after - datetime.datetime.now(datetime.UTC)).total_seconds()
 
-    def watch_budget(self, ledger: Callable[[], budget.Ledger]) -> None:
-        """Export the destructive-budget ledger's size and charges (read at scrape time).
+    def watch_state(self, judge: Callable[[], engine.Engine]) -> None:
+        """Export the runtime state of the engine in force (budget ledger, approvals) at scrape time.
 
         Budget *denials* are ``agent_guard_guard_decisions_total{guard="delete-budget"}``.
         """
-        self.registry.register(_BudgetCollector(ledger))
+        self.registry.register(_StateCollector(judge))
 
     def exposition(self) -> bytes:
         """The text format for a scrape."""
         return bytes(prometheus_client.generate_latest(self.registry))
 
 
-class _BudgetCollector(registry.Collector):
-    """Reads the ledger in force at scrape time (the server's one ledger, kept across reloads)."""
+class _StateCollector(registry.Collector):
+    """Reads the engine's state at scrape time (one ledger and store per server, kept across reloads)."""
 
-    def __init__(self, ledger: Callable[[], budget.Ledger]) -> None:
-        self.ledger = ledger
+    def __init__(self, judge: Callable[[], engine.Engine]) -> None:
+        self.judge = judge
 
     def collect(self) -> Iterator[metrics_core.Metric]:
-        ledger = self.ledger()
+        judge = self.judge()
+        ledger, store = judge.ledger, judge.approvals
         yield metrics_core.CounterMetricFamily(
             "agent_guard_budget_charged_requests",
             "Destructive agent requests admitted and charged to a delete-budget (this process).",
@@ -178,4 +179,24 @@ class _BudgetCollector(registry.Collector):
             "agent_guard_budget_tracked_requests",
             "Charges the ledger holds; each lapses one window after it was made (this process).",
             value=ledger.entries,
+        )
+        yield metrics_core.CounterMetricFamily(
+            "agent_guard_approvals_offered",
+            "Approvable denials that carried an approval id and command (this process).",
+            value=store.offered_total,
+        )
+        yield metrics_core.CounterMetricFamily(
+            "agent_guard_approvals_used",
+            "Agent requests admitted once by a human's Approval (this process).",
+            value=store.used_total,
+        )
+        yield metrics_core.GaugeMetricFamily(
+            "agent_guard_approvals_known",
+            "Approval objects the watcher knows (expired and consumed ones included until deleted).",
+            value=len(store),
+        )
+        yield metrics_core.GaugeMetricFamily(
+            "agent_guard_approvals_watching",
+            "1 while Approvals are watched (serve --approvals and the CRD listed), else 0.",
+            value=1.0 if store.enabled else 0.0,
         )

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import parser
 
 from tests import reviews
-from webhook import app, engine, metrics, policy
+from webhook import app, approvals, engine, metrics, policy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -204,3 +204,30 @@ def test_budget_denials_and_ledger_are_exported(shipped_policy: policy.Policy) -
     assert value(samples, "agent_guard_budget_charged_requests_total") == 2
     assert value(samples, "agent_guard_budget_tracked_keys") == 1
     assert value(samples, "agent_guard_budget_tracked_requests") == 2
+
+
+def test_approvals_offered_and_used_are_exported(shipped_policy: policy.Policy) -> None:
+    guards = dict(shipped_policy.guards)
+    guards["delete-budget"] = guards["delete-budget"].model_copy(update={"limit": 0})
+    rules = (approvals.Rule(guard="delete-budget"),)
+    store = approvals.Store()
+    store.enabled = True
+    state = app.State(
+        engine.Engine(dataclasses.replace(shipped_policy, guards=guards, approvals=rules), approved=store)
+    )
+    request = reviews.admission_request(
+        "DELETE", "configmaps", name="cm", namespace="shop", old={"kind": "ConfigMap", "metadata": {}}
+    )
+    target = approvals.Target(str(reviews.AGENT["username"]), "DELETE", "", "configmaps", "shop", "cm")
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+    obj = approvals.manifest(target, "alice", "ok", later, "agent-guard-system")
+    obj["metadata"]["name"] = "a-1"
+    with fastapi.testclient.TestClient(app.create_app(state, on_decision=lambda _: None)) as client:
+        assert "Approval id" in _validate(client, reviews.review(request))["status"]["message"]
+        store.put(approvals.Approval.from_object(obj))
+        assert _validate(client, reviews.review({**request, "uid": "retry"}))["allowed"]
+        samples = scrape(client)
+    assert value(samples, "agent_guard_approvals_offered_total") == 1
+    assert value(samples, "agent_guard_approvals_used_total") == 1
+    assert value(samples, "agent_guard_approvals_known") == 1
+    assert value(samples, "agent_guard_approvals_watching") == 1
