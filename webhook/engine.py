@@ -8,9 +8,11 @@ enforce, failing closed when a guard crashes on an agent's request, and the poli
 ``Verdict.exempted``, so audits still see what was let through and why). Time enters only through
 the injected ``today`` clock, so expiry is testable and evaluation stays a pure function of its inputs.
 
-The one piece of state, the destructive-budget ``budget.Ledger``, is injected too (with its ``clock``),
-and is written only after the decision: ``admit`` lets the families that ``settle`` record a request
-the verdict admitted, so a refused request never spends anything.
+Runtime state is injected too, never global, and outlives a policy reload (``successor``): the
+destructive-budget ``budget.Ledger`` (read against the injected ``clock``, written only after the
+decision: ``admit`` lets the families that ``settle`` record a request the verdict admitted, so a
+refused request never spends anything) and the ``approvals.Store`` of human Approvals, which can
+turn an approvable denial into one admission.
 """
 
 from __future__ import annotations
@@ -94,8 +96,20 @@ class _Active:
     mode: ActiveMode
 
 
+def _crashed(active: _Active, doing: str, exc: Exception) -> Finding:
+    """The fail-closed finding for a guard that raised while ``doing`` ("checking") a request."""
+    guard_id = active.family.id
+    return Finding(
+        guard_id,
+        f"[{guard_id}] internal error while {doing} this request ({type(exc).__name__}); "
+        "agent requests fail closed, ask an operator to read the guard's log",
+        active.mode,
+        error=True,
+    )
+
+
 class Engine:
-    """A policy compiled for evaluation. Immutable; a policy reload builds a new Engine."""
+    """A policy compiled for evaluation. Immutable (its state objects are not); a reload builds a new one."""
 
     def __init__(
         self,
@@ -194,17 +208,8 @@ class Engine:
             try:
                 settle(request, active.settings, self.context)
             except Exception as exc:
-                guard_id = active.family.id
-                log.exception("guard %s failed to record request uid=%s", guard_id, request.uid)
-                errors.append(
-                    Finding(
-                        guard_id,
-                        f"[{guard_id}] internal error while recording this request ({type(exc).__name__}); "
-                        "agent requests fail closed, ask an operator to read the guard's log",
-                        active.mode,
-                        error=True,
-                    )
-                )
+                log.exception("guard %s failed to record request uid=%s", active.family.id, request.uid)
+                errors.append(_crashed(active, "recording", exc))
         if not errors:
             return verdict
         return dataclasses.replace(verdict, findings=(*verdict.findings, *errors))
@@ -228,15 +233,7 @@ class Engine:
                 messages = list(check(request, active.settings, self.context))
             except Exception as exc:  # a crashing guard must deny, never let the request through
                 log.exception("guard %s failed on request uid=%s", guard_id, uid)
-                findings.append(
-                    Finding(
-                        guard_id,
-                        f"[{guard_id}] internal error while checking this request ({type(exc).__name__}); "
-                        "agent requests fail closed, ask an operator to read the guard's log",
-                        active.mode,
-                        error=True,
-                    )
-                )
+                findings.append(_crashed(active, "checking", exc))
                 continue
             findings.extend(Finding(guard_id, f"[{guard_id}] {m}", active.mode) for m in messages)
         if not findings:
