@@ -20,6 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.kubeconfig and not args.approvals:
+        print("agent-guard serve: --kubeconfig is only used with --approvals", file=sys.stderr)
+        return 2
     decisionlog.configure_diagnostics(getattr(logging, args.log_level.upper()))
     settings = server.Settings(
         host=args.host,

@@ -1,6 +1,6 @@
 """Human approval against the real kube-apiserver: the shipped CRD and Role, the real ``agent-guard approve``.
 
-A guard process runs with ``--approvals`` under a ServiceAccount bound to the component's Role
+Two guard processes run with ``--approvals`` under a ServiceAccount bound to the component's Role
 (``manifests/components/approvals/rbac.yaml``), with a policy whose ``delete-budget`` allows agents no
 destructive request and makes those denials approvable. In order:
 
@@ -11,7 +11,7 @@ destructive request and makes those denials approvable. In order:
    (``agent-guard approve`` with its own kubeconfig) and posting an Approval directly are refused;
 4. the admin runs the command from the denial; the agent's retry is admitted once (decision log and
    apiserver audit annotation name the approver, the Approval is marked consumed), and the same
-   request again is denied.
+   request again is denied, by that process and by the other one (every replica honours it once).
 """
 
 from __future__ import annotations
@@ -80,7 +80,9 @@ def _install_crd(e2e: stack.Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def approving_guard(e2e: stack.Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[serving.Guard]:
+def approving_guards(
+    e2e: stack.Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[serving.Guard, serving.Guard]]:
     require_guard("delete-budget", e2e)
     if not e2e.port or not e2e.target.admin_token:
         pytest.skip(
@@ -101,9 +103,9 @@ def approving_guard(e2e: stack.Stack, tmp_path_factory: pytest.TempPathFactory) 
     )
     kubeconfig = _guard_identity(e2e, workdir)
     arguments = ("--rules", str(rules), "--approvals", "--kubeconfig", str(kubeconfig))
-    with e2e.extra_guard(*arguments) as guard:
+    with e2e.extra_guard(*arguments) as first, e2e.extra_guard(*arguments) as second:
         try:
-            yield guard
+            yield first, second
         finally:
             e2e.enforcing()
 
@@ -133,9 +135,12 @@ def _run_approve(command: str, kubeconfig: Path, reason: str) -> subprocess.Comp
 
 
 def test_approval_admits_the_retry_once(
-    e2e: stack.Stack, approving_guard: serving.Guard, new_scene: SceneFactory, tmp_path: Path
+    e2e: stack.Stack,
+    approving_guards: tuple[serving.Guard, serving.Guard],
+    new_scene: SceneFactory,
+    tmp_path: Path,
 ) -> None:
-    guard = approving_guard
+    guard, other = approving_guards
     scene = new_scene("approval")
     template = {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
     web = {
@@ -215,7 +220,12 @@ def test_approval_admits_the_retry_once(
 
     _wait_for("status.consumedAt on the Approval", consumed, guard)
 
-    # Once: the same request again (after the admin scaled back up) is denied again.
+    # Once: the same request again (after the admin scaled back up) is denied again, by this process
+    # and by the other replica, which learnt from its watch that the approval was consumed.
     assert _scale(e2e.admin, scene, 2).status == 200
     again = _scale(e2e.agent, scene, 0)
     assert again.status == 403 and "[delete-budget]" in again.message, again
+    e2e.webhook.point_at(other)
+    elsewhere = _scale(e2e.agent, scene, 0)
+    assert elsewhere.status == 403 and "[delete-budget]" in elsewhere.message, elsewhere
+    assert "watching Approvals in" in other.output()

@@ -133,6 +133,7 @@ def test_client_name_must_match_when_given(material: dict[str, Path]) -> None:
     [
         (("--client-ca", "/nonexistent/ca.crt"), "cannot load the client CA /nonexistent/ca.crt"),
         (("--client-name", "kube-apiserver"), "--client-name needs --client-ca"),
+        (("--kubeconfig", "/nonexistent"), "--kubeconfig is only used with --approvals"),
     ],
 )
 def test_bad_client_auth_arguments_exit_2(tmp_path: Path, arguments: tuple[str, ...], message: str) -> None:

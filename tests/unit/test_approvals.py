@@ -288,3 +288,45 @@ def test_approve_print_writes_an_object_the_guard_accepts() -> None:
     assert approval.target == target and approval.approver == "alice" and approval.reason == "ticket 42"
     left = approval.expires - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(minutes=4) < left <= datetime.timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE", "DELETE"])
+def test_agents_cannot_write_approvals_at_admission(shipped_policy: policy.Policy, operation: str) -> None:
+    obj = approvals.manifest(
+        approvals.Target.of(_delete()), "me", "self-approval", NOW, shipped_policy.guard_namespace
+    )
+    obj["metadata"]["name"] = "mine"
+    request = reviews.admission_request(
+        operation,
+        approvals.PLURAL,
+        group=approvals.GROUP,
+        version=approvals.VERSION,
+        kind=approvals.KIND,
+        name="mine",
+        namespace=shipped_policy.guard_namespace,
+        obj=None if operation == "DELETE" else obj,
+        old=None if operation == "CREATE" else obj,
+    )
+    verdict = engine.Engine(shipped_policy).admit(
+        review.parse_admission(reviews.body(reviews.review(request)))
+    )
+    assert not verdict.allowed and "guard-tamper" in verdict.guards
+
+
+@pytest.mark.parametrize("verb", ["create", "update", "patch", "delete", "deletecollection"])
+@pytest.mark.parametrize("sub_resource", ["", "status"])
+def test_agents_cannot_write_approvals_through_the_authorizer(
+    shipped_policy: policy.Policy, verb: str, sub_resource: str
+) -> None:
+    access = attributes.AccessRequest(
+        user=attributes.UserInfo(str(reviews.AGENT["username"]), tuple(reviews.AGENT["groups"])),
+        verb=verb,
+        group=approvals.GROUP,
+        version=approvals.VERSION,
+        resource=approvals.PLURAL,
+        sub_resource=sub_resource,
+        namespace=shipped_policy.guard_namespace,
+        name="" if verb in ("create", "deletecollection") else "mine",
+    )
+    verdict = engine.Engine(shipped_policy).authorize(access)
+    assert not verdict.allowed and "guard-tamper" in verdict.guards
