@@ -103,6 +103,9 @@ def _manifests_webhook(args: argparse.Namespace) -> int:
 
 
 def _manifests_authz(args: argparse.Namespace) -> int:
+    if bool(args.client_cert) != bool(args.client_key):
+        print("agent-guard manifests authz: give both --client-cert and --client-key", file=sys.stderr)
+        return 2
     try:
         loaded = policy.load(Path(args.rules))
         bundle = None if args.ca_file else args.ca_bundle or certs.ca_bundle(Path(args.cert_dir))
@@ -112,6 +115,7 @@ def _manifests_authz(args: argparse.Namespace) -> int:
             ca_bundle=bundle,
             ca_file=args.ca_file,
             kubeconfig_path=args.kubeconfig_path,
+            client_cert=(args.client_cert, args.client_key) if args.client_cert else None,
         )
     except policy.PolicyError as exc:
         print(f"invalid policy:\n{exc}", file=sys.stderr)
@@ -298,6 +302,11 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help=f"write {manifests.CONFIG_FILE} and {manifests.KUBECONFIG_FILE} into this directory "
         "(default: both documents on stdout)",
     )
+    authz.add_argument(
+        "--client-cert",
+        help="client certificate the kube-apiserver presents (its path there; for serve --client-ca)",
+    )
+    authz.add_argument("--client-key", help="its key (with --client-cert)")
     authz.set_defaults(func=_manifests_authz)
     policy_config = kinds.add_parser(
         "policy", help="a kustomization generating the policy ConfigMap (copies the policy files next to it)"

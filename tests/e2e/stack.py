@@ -170,15 +170,22 @@ def make_apiserver_client(directory: Path) -> Path:
     return directory / clientauth.CONFIG_FILE
 
 
-def render_authorizer(loaded: policy.Policy, ca_bundle: str, port: int, directory: Path) -> Path:
-    """The AuthorizationConfiguration + kubeconfig as shipped, but with the suite's short cache TTL."""
+def render_authorizer(
+    loaded: policy.Policy, ca_bundle: str, port: int, directory: Path, client_dir: Path | None = None
+) -> Path:
+    """The AuthorizationConfiguration + kubeconfig as shipped, but with the suite's short cache TTL
+    (and the apiserver's client certificate from ``client_dir``, for a guard with ``--client-ca``)."""
     directory.mkdir(parents=True, exist_ok=True)
+    client_cert = None
+    if client_dir is not None:
+        client_cert = (str(client_dir / clientauth.CERT_FILE), str(client_dir / clientauth.KEY_FILE))
     files = manifests.authorization_files(
         loaded,
         url=cluster.guard_url(port),
         ca_bundle=ca_bundle,
         kubeconfig_path=str(directory / manifests.KUBECONFIG_FILE),
         unauthorized_ttl=f"{AUTHORIZER_CACHE_SECONDS}s",
+        client_cert=client_cert,
     )
     for name, text in files.items():
         (directory / name).write_text(text)
@@ -197,7 +204,7 @@ def prepared(workdir: Path) -> Iterator[Plan]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hold:
         hold.bind(("127.0.0.1", 0))
         port: int = hold.getsockname()[1]
-        config = render_authorizer(loaded, ca_bundle, port, workdir / "authz")
+        config = render_authorizer(loaded, ca_bundle, port, workdir / "authz", client_dir)
         yield Plan(workdir, cert_dir, ca_bundle, loaded, port, config, hold, admission_config, client_dir)
 
 
