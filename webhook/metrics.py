@@ -165,38 +165,29 @@ class _StateCollector(registry.Collector):
     def collect(self) -> Iterator[metrics_core.Metric]:
         judge = self.judge()
         ledger, store = judge.ledger, judge.approvals
-        yield metrics_core.CounterMetricFamily(
-            "agent_guard_budget_charged_requests",
-            "Destructive agent requests admitted and charged to a delete-budget (this process).",
-            value=ledger.charged_total,
-        )
-        yield metrics_core.GaugeMetricFamily(
-            "agent_guard_budget_tracked_keys",
-            "Budget buckets (identity, namespace) with a charge inside their window (this process).",
-            value=ledger.keys,
-        )
-        yield metrics_core.GaugeMetricFamily(
-            "agent_guard_budget_tracked_requests",
-            "Charges the ledger holds; each lapses one window after it was made (this process).",
-            value=ledger.entries,
-        )
-        yield metrics_core.CounterMetricFamily(
-            "agent_guard_approvals_offered",
-            "Approvable denials that carried an approval id and command (this process).",
-            value=store.offered_total,
-        )
-        yield metrics_core.CounterMetricFamily(
-            "agent_guard_approvals_used",
-            "Agent requests admitted once by a human's Approval (this process).",
-            value=store.used_total,
-        )
-        yield metrics_core.GaugeMetricFamily(
-            "agent_guard_approvals_known",
-            "Approval objects the watcher knows (expired and consumed ones included until deleted).",
-            value=len(store),
-        )
-        yield metrics_core.GaugeMetricFamily(
-            "agent_guard_approvals_watching",
-            "1 while Approvals are watched (serve --approvals and the CRD listed), else 0.",
-            value=1.0 if store.enabled else 0.0,
-        )
+        counter, gauge = metrics_core.CounterMetricFamily, metrics_core.GaugeMetricFamily
+        exported: tuple[tuple[Any, str, str, float], ...] = (
+            (counter, "agent_guard_budget_charged_requests",
+             "Destructive agent requests admitted and charged to a delete-budget (this process).",
+             ledger.charged_total),
+            (gauge, "agent_guard_budget_tracked_keys",
+             "Budget buckets (identity, namespace) with a charge inside their window (this process).",
+             ledger.keys),
+            (gauge, "agent_guard_budget_tracked_requests",
+             "Charges the ledger holds; each lapses one window after it was made (this process).",
+             ledger.entries),
+            (counter, "agent_guard_approvals_offered",
+             "Approvable denials that carried an approval id and command (this process).",
+             store.offered_total),
+            (counter, "agent_guard_approvals_used",
+             "Agent requests admitted once by a human's Approval (this process).",
+             store.used_total),
+            (gauge, "agent_guard_approvals_known",
+             "Approval objects the watcher knows (expired and consumed ones included until deleted).",
+             len(store)),
+            (gauge, "agent_guard_approvals_watching",
+             "1 while Approvals are watched (serve --approvals and the CRD listed), else 0.",
+             1.0 if store.enabled else 0.0),
+        )  # fmt: skip
+        for family, name, documentation, value in exported:
+            yield family(name, documentation, value=value)
