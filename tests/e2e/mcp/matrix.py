@@ -262,7 +262,9 @@ def _kms_apply(build: Callable[[Spot], dict[str, Any]]) -> Tool:
 
 
 def _msk_apply(build: Callable[[Spot], dict[str, Any]]) -> Tool:
-    return _apply("kubectl_apply", "manifest", build)
+    # Its kubectl_apply runs ``kubectl apply -n <namespace>`` with "default" unless told otherwise, and
+    # kubectl refuses a manifest for another namespace: a model passes the namespace too.
+    return "kubectl_apply", lambda spot: {"manifest": _manifest(build(spot)), "namespace": spot.namespace}
 
 
 def _call(tool: str, arguments: Callable[[Spot], dict[str, Any]]) -> Tool:

@@ -14,6 +14,7 @@ when its first row is asked for, and the rows then report one by one.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class Runner:
                     outcome = matrix.observed(row, listed, answer, happened)
                     observations[row.id] = Observation(row, listed, answer, happened, outcome)
                 tools = connection.tools
+        (workdir / "observations.json").write_text(json.dumps(_record(observations), indent=2))
         return Cell(tools, observations, log, namespaces)
 
     def _restore_webhook(self, cell: Cell) -> None:
@@ -110,6 +112,22 @@ class Runner:
         tampered = ("delete-guard-webhook", "patch-guard-webhook")
         if any(cell.observations[row].happened for row in tampered if row in cell.observations):
             self.up.webhook.reinstall(self.up.local_guard())
+
+
+def _record(observations: dict[str, Observation]) -> list[dict[str, object]]:
+    """What each row's call got, for a human reading the run (``observations.json`` next to the log)."""
+    return [
+        {
+            "row": row_id,
+            "outcome": seen.outcome,
+            "listed": seen.listed,
+            "happened": seen.happened,
+            "via": seen.answer.via if seen.answer else None,
+            "is_error": seen.answer.is_error if seen.answer else None,
+            "text": seen.answer.text if seen.answer else None,
+        }
+        for row_id, seen in observations.items()
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -142,8 +160,6 @@ def test_row(server: str, flags: str, row: matrix.Row, runner: Runner) -> None:
         f"(tool listed: {seen.listed}, happened: {seen.happened}); the model read {read}; "
         f"server log: {cell.log}"
     )
-    if want == matrix.GUARD:
-        assert answer is not None and answer.is_error, read
 
 
 @pytest.mark.parametrize(("server", "flags"), matrix.cells(), ids=[f"{s}-{f}" for s, f in matrix.cells()])
