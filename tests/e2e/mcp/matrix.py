@@ -384,7 +384,7 @@ ROWS: tuple[Row, ...] = (
         ATTACK,
         "a TokenRequest for a ServiceAccount",
         {
-            KMS: None,  # its generic tools address resources, not the serviceaccounts/token subresource
+            KMS: None,  # resources_create_or_update: no matches for kind "TokenRequest" (a subresource)
             MSK: _call(
                 "kubectl_generic",
                 lambda s: {
