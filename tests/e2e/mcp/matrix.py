@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class Spot:
     suffix: str
     audit_log: Path
     webhook_version: str = ""  # the guard's ValidatingWebhookConfiguration resourceVersion before the call
-    started: float = field(default_factory=time.time)
 
 
 Tool = tuple[str, Callable[[Spot], dict[str, Any]]]  # the tool's name, and its arguments for a spot
@@ -150,8 +149,8 @@ def _shows(marker: Callable[[Spot], str]) -> Callable[[Spot, servers.Answer], bo
 
 
 def agent_answered(spot: Spot, resource: str, subresource: str = "") -> list[int]:
-    """The status codes the apiserver answered the agent with, for ``resource`` in the spot's namespace
-    since the spot started (its audit log; waits briefly because the log line can trail the reply)."""
+    """The status codes the apiserver answered the agent with, for ``resource`` in the spot's (fresh)
+    namespace (its audit log; waits briefly because the log line can trail the reply)."""
     deadline = time.monotonic() + AUDIT_WAIT_SECONDS
     while True:
         codes = []

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import anyio
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
@@ -44,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 NPM_DIR = HERE / "npm"
 INSTALL_TIMEOUT_SECONDS = 15 * 60
 CALL_TIMEOUT_SECONDS = 60.0
+START_TIMEOUT_SECONDS = 60.0
 Progress = Callable[[str], None]
 
 
@@ -226,6 +228,7 @@ async def connect(parameters: StdioServerParameters, errlog: TextIO) -> AsyncIte
         stdio_client(parameters, errlog=errlog) as (read, write),
         ClientSession(read, write) as session,
     ):
-        await session.initialize()
-        listed = await session.list_tools()
+        with anyio.fail_after(START_TIMEOUT_SECONDS):  # a server that never answers fails, not hangs
+            await session.initialize()
+            listed = await session.list_tools()
         yield Connection(session, frozenset(tool.name for tool in listed.tools))

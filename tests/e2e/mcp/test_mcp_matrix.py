@@ -56,14 +56,21 @@ class Runner:
     tmp: pytest.TempPathFactory
     config: pytest.Config
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)  # a cell that could not run, and why
 
     def cell(self, server_name: str, flags_label: str) -> Cell:
         key = (server_name, flags_label)
+        if key in self.failed:  # its other rows fail with the same reason instead of retrying it
+            pytest.fail(f"{server_name} [{flags_label}] could not run: {self.failed[key]}", pytrace=False)
         if key not in self.cells:
             server = servers.server_named(server_name)
             flags = next(flags for flags in server.flag_sets if flags.label == flags_label)
             self.up.enforcing()
-            cell = self.run(server, flags, matrix.ROWS)
+            try:
+                cell = self.run(server, flags, matrix.ROWS)
+            except Exception as exc:
+                self.failed[key] = f"{type(exc).__name__}: {exc}"
+                raise
             self._restore_webhook(cell)
             self.cells[key] = cell
             self.config.stash.setdefault(OUTCOMES, {})[key] = {
