@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -37,10 +38,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _certs(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(
+            f"agent-guard certs: --out {out}: not a directory (it names the directory to write)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         paths, created = certs.ensure(out, args.service, args.namespace, args.days, args.force)
     except certs.CertError as exc:
         print(f"agent-guard certs: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"agent-guard certs: cannot write {out}: {exc}", file=sys.stderr)
         return 1
     verb = "wrote" if created else "kept valid"
     print(
@@ -80,7 +90,11 @@ def _manifests_webhook(args: argparse.Namespace) -> int:
         )
         return 1
     service = None if args.url else (args.service, args.namespace)
-    rendered = manifests.validating_webhook_configuration(loaded, bundle, url=args.url, service=service)
+    try:
+        rendered = manifests.validating_webhook_configuration(loaded, bundle, url=args.url, service=service)
+    except ValueError as exc:
+        print(f"agent-guard manifests webhook: {exc}", file=sys.stderr)
+        return 2
     text = manifests.to_yaml(rendered)
     if args.out:
         Path(args.out).write_text(manifests.GENERATED + text, encoding="utf-8")
@@ -140,13 +154,21 @@ def _manifests_policy(args: argparse.Namespace) -> int:
         print(f"invalid policy, nothing written:\n{exc}", file=sys.stderr)
         return 1
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.iterdir():
-        if stale.is_file() and stale.name not in rendered:
-            stale.unlink()
-    for name, text in rendered.items():
-        (out / name).write_text(text, encoding="utf-8")
-    print(f"wrote {', '.join(sorted(rendered))} to {out}", file=sys.stderr)
+    try:
+        stale = manifests.stale_policy_files(out, rendered)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in stale:
+            (out / name).unlink(missing_ok=True)
+        for name, text in rendered.items():
+            (out / name).write_text(text, encoding="utf-8")
+    except manifests.NotOurs as exc:
+        print(f"agent-guard manifests policy: {exc}; nothing written", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"agent-guard manifests policy: cannot write {out}: {exc}", file=sys.stderr)
+        return 1
+    removed = f"; removed {', '.join(stale)}" if stale else ""
+    print(f"wrote {', '.join(sorted(rendered))} to {out}{removed}", file=sys.stderr)
     return 0
 
 
@@ -161,16 +183,38 @@ def _seconds(text: str) -> float:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port the guard can bind: 1-65535 (the OS would silently wrap or refuse anything else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port between 1 and 65535, got {text}")
+    return value
+
+
+def _ca_bundle(text: str) -> str:
+    """``--ca-bundle``: base64 of PEM CA certificates, checked here rather than by the apiserver later."""
+    try:
+        return certs.check_ca_bundle(text)
+    except certs.CertError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run the TLS webhook server")
     serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=8443, help="port (default 8443)")
+    serve.add_argument("--port", type=_port, default=8443, help="port (default 8443)")
     serve.add_argument(
         "--cert-dir", default="certs", help="tls.crt/tls.key (dev pair created here if absent)"
     )
@@ -225,14 +269,15 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     webhook_config.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
     webhook_config.add_argument("--cert-dir", default="certs", help="where ca.crt is (for the caBundle)")
     bundle = webhook_config.add_mutually_exclusive_group()
-    bundle.add_argument("--ca-bundle", help="base64 caBundle (instead of --cert-dir)")
+    bundle.add_argument("--ca-bundle", type=_ca_bundle, help="base64 caBundle (instead of --cert-dir)")
     bundle.add_argument(
         "--without-ca-bundle",
         action="store_true",
         help="leave caBundle out (a kustomize base: injected from the TLS Secret or by cert-manager)",
     )
     webhook_config.add_argument(
-        "--url", help="reach the guard by URL (out of cluster), e.g. https://10.0.0.5:8443"
+        "--url",
+        help="reach the guard by URL (out of cluster), e.g. https://10.0.0.5:8443; /validate is appended",
     )
     webhook_config.add_argument("--service", default=certs.DEFAULT_SERVICE, help="Service name (in cluster)")
     webhook_config.add_argument("--namespace", default=certs.DEFAULT_NAMESPACE, help="Service namespace")
@@ -248,7 +293,7 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     authz.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
     authz.add_argument("--cert-dir", default="certs", help="where ca.crt is (embedded into the kubeconfig)")
     ca = authz.add_mutually_exclusive_group()
-    ca.add_argument("--ca-bundle", help="base64 CA to embed (instead of --cert-dir)")
+    ca.add_argument("--ca-bundle", type=_ca_bundle, help="base64 CA to embed (instead of --cert-dir)")
     ca.add_argument(
         "--ca-file", help="path of the CA file as the kube-apiserver sees it (referenced, not embedded)"
     )
@@ -275,9 +320,20 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     policy_config.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
     policy_config.add_argument(
-        "--out", required=True, help="directory to write (stale *.yaml there are removed)"
+        "--out",
+        required=True,
+        help="directory to write; files an earlier run wrote there (listed in its generated "
+        "kustomization.yaml) that the policy no longer has are removed, nothing else is touched",
     )
     policy_config.set_defaults(func=_manifests_policy)
+
+
+def version() -> str:
+    """The installed distribution's version: pyproject.toml is the one place it is written."""
+    try:
+        return importlib.metadata.version("kube-agent-guard")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown (not installed)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -285,6 +341,7 @@ def parser() -> argparse.ArgumentParser:
         prog="agent-guard",
         description="Server-side guard that keeps LLM agents (MCP servers) from harming a cluster.",
     )
+    root.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_certs(sub)

@@ -40,7 +40,7 @@ def expand(paths: Iterable[str], suffixes: tuple[str, ...]) -> list[str]:
             if not matches:
                 raise InputError(f"{raw}: no {'/'.join(suffixes)} files in this directory")
             found.extend(str(p) for p in matches)
-        elif path.is_file():
+        elif path.exists():  # a file, or a device or pipe: /dev/null, <(zcat audit.log.gz)
             found.append(raw)
         else:
             raise InputError(f"{raw}: no such file or directory")
