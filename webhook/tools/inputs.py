@@ -1,7 +1,7 @@
 """Reading the tools' inputs: files, directories, ``-`` for stdin, gzip by content.
 
-Every failure becomes ``InputError`` with a message that starts with the file name, so the command
-line can print it as is and exit 2 instead of showing a traceback.
+Every failure becomes ``InputError`` (a ``command.Failed`` with exit code 2) with a message that
+starts with the file name, so the command line prints it as is instead of showing a traceback.
 """
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, cast
 
+from webhook.tools import command
+
 STDIN = "-"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class InputError(Exception):
+class InputError(command.Failed):
     """Unusable input; ``str()`` names the file (and line or document) and the problem."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, command.EXIT_BAD_INPUT)
 
 
 def expand(paths: Iterable[str], suffixes: tuple[str, ...]) -> list[str]:

@@ -1,0 +1,88 @@
+"""The contract every ``agent-guard`` subcommand follows, and the one error they raise.
+
+A subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``; ``webhook.cli``
+only wires them up. A command that cannot do what was asked raises ``Failed`` with a message that
+names the file, option or field and what is wrong; ``cli.main`` prints it once, prefixed with the
+command (``agent-guard check: rules/x.yaml: ...``), and exits with its code - never a traceback.
+The argument types below turn bad option values into argparse's own exit 2 with the same kind of
+message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Protocol
+
+from webhook import certs, policy
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class Failed(Exception):
+    """The command cannot go on; ``str()`` is the whole message, ``code`` the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Command(Protocol):
+    """What ``webhook.cli`` needs from a subcommand module."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text}") from None
+    if not 0 <= value < 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
+    return value
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port the guard can bind: 1-65535 (the OS would silently wrap or refuse anything else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port between 1 and 65535, got {text}")
+    return value
+
+
+def ca_bundle(text: str) -> str:
+    """``--ca-bundle``: base64 of PEM CA certificates, checked here rather than by the apiserver later."""
+    try:
+        return certs.check_ca_bundle(text)
+    except certs.CertError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_rules(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+
+
+def load_policy(
+    rules: str, mode: policy.GlobalMode | None = None, *, code: int, what: str = "invalid policy"
+) -> policy.Policy:
+    """The policy at ``rules``, or Failed listing every ``file: field: problem`` under ``what``."""
+    try:
+        return policy.load(Path(rules), mode)
+    except policy.PolicyError as exc:
+        raise Failed(f"{what}:\n{exc}", code) from None
