@@ -75,6 +75,15 @@ class Verdict:
 
 NOT_AGENT = Verdict(agent=False)
 AGENT_CLEAN = Verdict(agent=True)
+INTERNAL_ERROR = "internal-error"  # the pseudo guard id of a verdict the engine could not reach
+
+
+def fail_closed(reason: str) -> Verdict:
+    """The verdict when judging itself failed: deny, whatever the mode (only agents reach the guard)."""
+    message = (
+        f"[{INTERNAL_ERROR}] {reason}; agent requests fail closed, ask an operator to read the guard's log"
+    )
+    return Verdict(agent=True, findings=(Finding(INTERNAL_ERROR, message, "enforce", error=True),))
 
 
 def utc_today() -> datetime.date:

@@ -112,7 +112,7 @@ class Metrics:
         """Count one answered review and the guards that objected to it.
 
         A crash of the engine itself arrives here as a fail-closed verdict whose finding is an error
-        (``review.fail_closed_verdict``), so it is counted like any other internal error.
+        (``engine.fail_closed``), so it is counted like any other internal error.
         """
         mode = decisionlog.effective_mode(verdict, global_mode)
         self._child(self.reviews, endpoint, verdict.decision, mode).inc()

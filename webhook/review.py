@@ -307,13 +307,3 @@ def access_response(api_version: str, verdict: engine.Verdict) -> dict[str, Any]
             f"guard {', '.join(dict.fromkeys(failed))} failed on this request; see the guard's log"
         )
     return {"apiVersion": api_version, "kind": "SubjectAccessReview", "status": status}
-
-
-def fail_closed_verdict(reason: str) -> engine.Verdict:
-    """The verdict when the engine itself failed: deny, whatever the mode (only agents reach us)."""
-    message = (
-        f"[internal-error] {reason}; agent requests fail closed, ask an operator to read the guard's log"
-    )
-    return engine.Verdict(
-        agent=True, findings=(engine.Finding("internal-error", message, "enforce", error=True),)
-    )
