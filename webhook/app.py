@@ -51,6 +51,7 @@ class State:
         self.max_body = max_body
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
+        self.metrics.track(endpoint.name for endpoint in ENDPOINTS.values())
         self.policy_error: str | None = None
 
 

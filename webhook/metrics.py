@@ -16,6 +16,7 @@ the guard's view and the apiserver's view of the same request side by side, buck
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from typing import Any
 
 import prometheus_client
@@ -28,9 +29,6 @@ LATENCY_BUCKETS = tuple(
     sorted({0.001, 0.0025, *APISERVER_ADMISSION_BUCKETS, *APISERVER_AUTHORIZATION_BUCKETS})
 )
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
-
-# The endpoints whose requests are reviews (path -> label); anything else is not timed.
-REVIEW_PATHS = {"/validate": "validate", "/authorize": "authorize"}
 
 
 class Metrics:
@@ -98,8 +96,15 @@ class Metrics:
         for result in ("ok", "failed"):  # export zeros, so alerts on increase() work from the start
             self.policy_reloads.labels(result)
             self.certificate_reloads.labels(result)
-        self._durations = {name: self.duration.labels(name) for name in REVIEW_PATHS.values()}
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def track(self, endpoints: Iterable[str]) -> None:
+        """Export the latency histogram of each review endpoint from the start, at zero.
+
+        The endpoint names come from the app's one table (``app.ENDPOINTS``), not from a copy here.
+        """
+        for endpoint in endpoints:
+            self._child(self.duration, endpoint)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -123,7 +128,7 @@ class Metrics:
                 self._child(self.errors, endpoint).inc()
 
     def response(self, endpoint: str, status: int, seconds: float) -> None:
-        self._durations[endpoint].observe(seconds)
+        self._child(self.duration, endpoint).observe(seconds)
         self._child(self.responses, endpoint, str(status)).inc()
 
     def policy_reload(self, ok: bool) -> None:

@@ -179,3 +179,14 @@ def test_unexpected_errors_are_timed_and_counted_as_500(shipped_engine: engine.E
         samples = scrape(client)
     assert value(samples, "agent_guard_http_responses_total", endpoint="validate", code="500") == 1
     assert value(samples, "agent_guard_review_duration_seconds_count", endpoint="validate") == 1
+
+
+def test_every_review_endpoint_is_timed_from_the_start(client: fastapi.testclient.TestClient) -> None:
+    """The endpoint names come from ``app.ENDPOINTS`` alone: a new endpoint is exported at zero."""
+    samples = scrape(client)
+    timed = {
+        dict(labels)["endpoint"]
+        for name, labels in samples
+        if name == "agent_guard_review_duration_seconds_count"
+    }
+    assert timed == {endpoint.name for endpoint in app.ENDPOINTS.values()} == {"validate", "authorize"}
