@@ -15,6 +15,7 @@ import datetime
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from webhook import attributes, exemptions, guards, identity, policy
@@ -187,3 +188,15 @@ class Engine:
         return Verdict(
             agent=True, findings=tuple(kept), exempted=tuple(exempted), expired=tuple(expired.values())
         )
+
+
+def compile_policy(rules: Path, mode: policy.GlobalMode | None) -> Engine:
+    """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
+
+    The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
+    policy reports lapsed exemptions exactly as a restart would.
+    """
+    judge = Engine(policy.load(rules, mode))
+    for level, line in judge.exemption_status():
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
+    return judge

@@ -268,7 +268,7 @@ def test_policy_command_reports_expired_exemptions(
 
 def test_server_logs_exemption_status_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "policy.yaml").write_text(HEADER + AGENTS + STATUS)
-    with caplog.at_level(logging.INFO, logger="agent-guard.reload"):
+    with caplog.at_level(logging.INFO, logger="agent-guard.engine"):
         server.load_engine(server.Settings(rules=tmp_path))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "EXPIRED on 2020-01-01" in warnings[0]
