@@ -17,7 +17,7 @@ import pydantic
 import yaml
 from pydantic import alias_generators
 
-from webhook import attributes, exemptions, guards
+from webhook import attributes, exemptions, guards, schema
 from webhook.guards import base
 
 GlobalMode = Literal["enforce", "dry-run"]
@@ -61,14 +61,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_yaml_timestamp)
 
 
-class ExtraMatch(base.PolicyModel):
+class ExtraMatch(schema.PolicyModel):
     """Match callers whose ``userInfo.extra[key]`` contains ``value`` (e.g. a credential id)."""
 
     key: str = pydantic.Field(min_length=1)
     value: str = pydantic.Field(min_length=1)
 
 
-class AgentSelector(base.PolicyModel):
+class AgentSelector(schema.PolicyModel):
     """Who is an agent. Any one match is enough."""
 
     service_accounts: tuple[str, ...] = ()  # "namespace/name", "*" wildcards allowed in both parts
@@ -92,7 +92,7 @@ class AgentSelector(base.PolicyModel):
         )
 
 
-class _Document(base.PolicyModel):
+class _Document(schema.PolicyModel):
     """One policy file. Sections may be split across files; each may appear in one file only."""
 
     api_version: Literal["agent-guard.io/v1alpha1"]
@@ -117,7 +117,7 @@ class Policy:
     forced: bool = False  # mode came from the command line and overrides per-guard modes
     exemptions: tuple[exemptions.Exemption, ...] = ()  # from every file, in file order
 
-    def mode_of(self, guard_id: str) -> base.Mode:
+    def mode_of(self, guard_id: str) -> schema.Mode:
         """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
         own = self.guards[guard_id].mode
         if own == "off":
