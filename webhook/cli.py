@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from webhook import guards
 from webhook.tools import certs, check, command, manifests, policy, replay, report, serve
 
 # (name, module, one-line summary), in the order `agent-guard --help` lists them.
@@ -58,8 +59,10 @@ def _prog(args: argparse.Namespace) -> str:
     return " ".join(["agent-guard", args.command, *([args.kind] if getattr(args, "kind", None) else [])])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, families: guards.Registry | None = None) -> int:
+    """Run one command; ``families`` replaces the shipped guard families (tests, embedding)."""
     args = parser().parse_args(argv)
+    args.families = families
     try:
         code: int = args.func(args)
     except command.Failed as exc:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from webhook import attributes, exemptions, guards, identity, policy
+from webhook import attributes, exemptions, identity, policy
 from webhook.guards import base
 
 log = logging.getLogger("agent-guard.engine")
@@ -107,7 +107,7 @@ class Engine:
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
         self.context = base.Context(is_agent=self.is_agent, guard_namespace=compiled.guard_namespace)
-        families = guards.by_id()
+        families = compiled.families.by_id
         active = []
         for guard_id, settings in compiled.guards.items():
             mode = compiled.mode_of(guard_id)

@@ -54,7 +54,7 @@ def base_url(url: str, endpoint: str) -> str:
 def admission_rules(loaded: policy.Policy) -> list[dict[str, Any]]:
     """One rule per (api groups, operations), resources merged, for every guard that is not off."""
     merged: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
-    for family in guards.families():
+    for family in loaded.families:
         if loaded.mode_of(family.id) == "off":
             continue
         for rule in family.rules:
@@ -256,7 +256,10 @@ def to_yaml(document: dict[str, Any]) -> str:
 
 
 def policy_kustomization(
-    rules: Path, name: str = POLICY_CONFIGMAP, namespace: str = policy.DEFAULT_GUARD_NAMESPACE
+    rules: Path,
+    name: str = POLICY_CONFIGMAP,
+    namespace: str = policy.DEFAULT_GUARD_NAMESPACE,
+    families: guards.Registry | None = None,
 ) -> dict[str, str]:
     """A kustomization that generates the policy ConfigMap from ``rules``: ``{file name: text}``.
 
@@ -266,7 +269,7 @@ def policy_kustomization(
     the new policy without a restart (``webhook.reload``), instead of rolling the Deployment.
     Raises PolicyError when the policy is not valid: a broken policy is never rendered.
     """
-    policy.load(rules)
+    policy.load(rules, families=families)
     files = policy.policy_files(rules)
     rendered = {f.name: f.read_text(encoding="utf-8") for f in files}
     kustomization = {

@@ -18,7 +18,7 @@ import yaml
 from pydantic import alias_generators
 
 from webhook import attributes, exemptions, guards, schema
-from webhook.guards import base
+from webhook.guards import Registry, base
 
 GlobalMode = Literal["enforce", "dry-run"]
 API_VERSION = "agent-guard.io/v1alpha1"
@@ -105,6 +105,10 @@ class _Document(schema.PolicyModel):
     exemption_specs: tuple[exemptions.Spec, ...] = pydantic.Field(default=(), alias="exemptions")
 
 
+def _shipped() -> Registry:
+    return guards.discover()
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """A validated, merged policy. Immutable: reloading builds a new one."""
@@ -116,6 +120,8 @@ class Policy:
     sources: tuple[str, ...] = ()
     forced: bool = False  # mode came from the command line and overrides per-guard modes
     exemptions: tuple[exemptions.Exemption, ...] = ()  # from every file, in file order
+    # The families the policy was validated against; the engine and the manifests use these.
+    families: Registry = dataclasses.field(default_factory=_shipped, repr=False)
 
     def mode_of(self, guard_id: str) -> schema.Mode:
         """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
@@ -181,8 +187,13 @@ def _read_documents(path: Path) -> list[tuple[str, Any]]:
     return documents
 
 
-def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
-    """Load a policy file or a directory of them; raise PolicyError naming file, field and problem."""
+def load(path: Path | str, mode: GlobalMode | None = None, families: Registry | None = None) -> Policy:
+    """Load a policy file or a directory of them; raise PolicyError naming file, field and problem.
+
+    ``families`` are the guard families the policy may configure (default: the shipped ones,
+    ``guards.discover()``); every one of them gets its settings, defaulted when the policy is silent.
+    """
+    registry = families if families is not None else guards.discover()
     problems: list[str] = []
     parsed: list[tuple[str, _Document]] = []
     for source, raw in _read_documents(Path(path)):
@@ -200,7 +211,7 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
     merged: dict[str, Any] = {}
     raw_guards: dict[str, tuple[str, dict[str, Any]]] = {}
     granted: list[exemptions.Exemption] = []
-    known = guards.by_id()
+    known = registry.by_id
     for source, document in parsed:
         for section in ("mode", "guard_namespace", "agents"):
             value = getattr(document, section)
@@ -253,5 +264,6 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
         guard_namespace=merged.get("guard_namespace", DEFAULT_GUARD_NAMESPACE),
         sources=tuple(dict.fromkeys(source for source, _ in parsed)),
         exemptions=tuple(granted),
+        families=registry,
     )
     return loaded.with_mode(mode) if mode else loaded

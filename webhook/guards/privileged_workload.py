@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base, podspec, pss
+from webhook import attributes, podspec, pss
+from webhook.guards import base
 
 _CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 

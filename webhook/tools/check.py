@@ -306,7 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = command.load_policy(args.rules, args.mode, code=verdicts.EXIT_BAD_INPUT)
+    loaded = command.load_policy(args, code=verdicts.EXIT_BAD_INPUT)
     judge = engine.Engine(loaded)
     extra = _parse_extra(args.extra)
     explicit = args.as_user is not None

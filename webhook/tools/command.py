@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Protocol
 
-from webhook import certs, policy
+from webhook import certs, guards, policy
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -78,11 +78,16 @@ def add_rules(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
 
 
-def load_policy(
-    rules: str, mode: policy.GlobalMode | None = None, *, code: int, what: str = "invalid policy"
-) -> policy.Policy:
-    """The policy at ``rules``, or Failed listing every ``file: field: problem`` under ``what``."""
+def load_policy(args: argparse.Namespace, *, code: int, what: str = "invalid policy") -> policy.Policy:
+    """The policy at ``args.rules`` (``args.mode`` applied, for the guard families ``cli.main`` was
+    given), or Failed listing every ``file: field: problem`` under ``what``."""
     try:
-        return policy.load(Path(rules), mode)
+        return policy.load(Path(args.rules), getattr(args, "mode", None), families(args))
     except policy.PolicyError as exc:
         raise Failed(f"{what}:\n{exc}", code) from None
+
+
+def families(args: argparse.Namespace) -> guards.Registry | None:
+    """The guard families ``cli.main`` was called with (None: the shipped ones)."""
+    registry: guards.Registry | None = getattr(args, "families", None)
+    return registry

@@ -19,7 +19,7 @@ def _ca_from(cert_dir: str, hint: str) -> str:
 
 
 def render_webhook(args: argparse.Namespace) -> int:
-    loaded = command.load_policy(args.rules, code=command.EXIT_FAILED)
+    loaded = command.load_policy(args, code=command.EXIT_FAILED)
     bundle = None
     if not args.without_ca_bundle:
         bundle = args.ca_bundle or _ca_from(args.cert_dir, "run agent-guard certs first")
@@ -37,7 +37,7 @@ def render_webhook(args: argparse.Namespace) -> int:
 
 
 def render_authz(args: argparse.Namespace) -> int:
-    loaded = command.load_policy(args.rules, code=command.EXIT_FAILED)
+    loaded = command.load_policy(args, code=command.EXIT_FAILED)
     bundle = None
     if not args.ca_file:
         hint = "run agent-guard certs first, or pass --ca-bundle or --ca-file"
@@ -73,7 +73,7 @@ def render_authz(args: argparse.Namespace) -> int:
 
 def render_policy(args: argparse.Namespace) -> int:
     try:
-        rendered = manifests.policy_kustomization(Path(args.rules))
+        rendered = manifests.policy_kustomization(Path(args.rules), families=command.families(args))
     except policy.PolicyError as exc:
         raise command.Failed(f"invalid policy, nothing written:\n{exc}", command.EXIT_FAILED) from None
     out = Path(args.out)

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = command.load_policy(args.rules, code=command.EXIT_FAILED)
+    loaded = command.load_policy(args, code=command.EXIT_FAILED)
     for guard_id in loaded.guards:
         print(f"{guard_id}: {loaded.mode_of(guard_id)}")
     status = engine.Engine(loaded).exemption_status()

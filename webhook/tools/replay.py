@@ -212,7 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    judge = engine.Engine(command.load_policy(args.rules, args.mode, code=verdicts.EXIT_BAD_INPUT))
+    judge = engine.Engine(command.load_policy(args, code=verdicts.EXIT_BAD_INPUT))
     stats = audit.Stats()
     names = inputs.expand(args.logs, ("",))
     judged = replay(judge, names, stats)
