@@ -11,12 +11,14 @@ message.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from webhook import certs, guards, policy
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+N = TypeVar("N", int, float)
 
 
 class Failed(Exception):
@@ -35,35 +37,28 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-def seconds(text: str) -> float:
+def _number(text: str, kind: Callable[[str], N], what: str, ok: Callable[[N], bool]) -> N:
+    """``text`` as ``kind`` if ``ok`` accepts it; otherwise argparse's error: ``must be <what>, got X``."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text}") from None
-    if not 0 <= value < 86400:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
+
+
+def seconds(text: str) -> float:
+    return _number(text, float, "between 0 and 86400 seconds", lambda v: 0 <= v < 86400)
 
 
 def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    return _number(text, int, "a positive integer", lambda v: v >= 1)
 
 
 def port(text: str) -> int:
     """A TCP port the guard can bind: 1-65535 (the OS would silently wrap or refuse anything else)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a port number, got {text}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port between 1 and 65535, got {text}")
-    return value
+    return _number(text, int, "a port between 1 and 65535", lambda v: 1 <= v <= 65535)
 
 
 def ca_bundle(text: str) -> str:
