@@ -45,8 +45,10 @@ The agent is system:serviceaccount:{stack.AGENT_NAMESPACE}:{stack.AGENT_NAME}, b
   # ordinary work goes through
   kubectl --kubeconfig {agent} -n {VICTIM} create configmap hello --from-literal=greeting=hi
 
-  # last, the admin, who is never sent to the guard (after this, {VICTIM} is gone for the agent too)
-  kubectl --kubeconfig {admin} delete namespace {VICTIM}
+  # last, the admin, who is never sent to the guard (after this, {VICTIM} is terminating: the
+  # apiserver answers deletes itself and never asks the guard; with no controller-manager here it
+  # stays terminating, hence --wait=false)
+  kubectl --kubeconfig {admin} delete namespace {VICTIM} --wait=false
 
 Audit log: {up.target.audit_log}
 Press Ctrl-C to stop everything and delete {workdir}.

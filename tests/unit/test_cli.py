@@ -184,4 +184,5 @@ def test_demo_prints_every_agent_attempt_before_the_admin_deletes_the_namespace(
     admin = [i for i, line in enumerate(commands) if "admin.kubeconfig" in line]
     agent = [i for i, line in enumerate(commands) if "agent" in line and i not in admin]
     assert len(admin) == 1 and "delete namespace" in commands[admin[0]]
+    assert commands[admin[0]].endswith("--wait=false")  # nothing here finishes a namespace deletion
     assert len(agent) >= 5 and max(agent) < admin[0], commands
