@@ -91,3 +91,13 @@ def test_every_guard_is_documented(family: guards.base.Family[Any]) -> None:
 def test_readme_stays_a_front_page() -> None:
     lines = (ROOT / "README.md").read_text().count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move reference material to docs/"
+
+
+def test_the_index_links_every_page() -> None:
+    index = (ROOT / "docs" / "README.md").read_text()
+    linked = set(LINK.findall(index))
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name != "README.md":
+            assert page.name in linked, (
+                f"docs/README.md does not link {page.name}: add a row in reading order"
+            )
