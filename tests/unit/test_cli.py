@@ -134,6 +134,13 @@ def test_a_garbage_ca_bundle_is_refused(kind: str, garbage: str, problem: str, c
     assert problem in capsys.readouterr().err
 
 
+def test_a_garbage_ca_file_in_the_cert_dir_is_refused(tmp_path: Path, capsys: Capture) -> None:
+    (tmp_path / "ca.crt").write_text("not a certificate")
+    argv = ["manifests", "webhook", "--rules", str(reviews.RULES), "--cert-dir", str(tmp_path)]
+    assert cli.main(argv) == 1
+    assert "ca.crt: the caBundle does not decode to a PEM certificate" in capsys.readouterr().err
+
+
 def test_webhook_takes_a_real_ca_bundle(bundle: str, capsys: Capture) -> None:
     argv = ["manifests", "webhook", "--rules", str(reviews.RULES), "--ca-bundle", bundle]
     assert cli.main([*argv, "--url", "https://10.0.0.5:8443"]) == 0

@@ -13,9 +13,11 @@ from webhook.tools import command
 
 def _ca_from(cert_dir: str, hint: str) -> str:
     try:
-        return certs.ca_bundle(Path(cert_dir))
+        return certs.check_ca_bundle(certs.ca_bundle(Path(cert_dir)))
     except OSError as exc:
         raise command.Failed(f"cannot read the CA: {exc} ({hint})", command.EXIT_FAILED) from None
+    except certs.CertError as exc:
+        raise command.Failed(f"{Path(cert_dir) / certs.CA_FILE}: {exc}", command.EXIT_FAILED) from None
 
 
 def render_webhook(args: argparse.Namespace) -> int:
