@@ -52,6 +52,7 @@ class State:
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
         self.metrics.watch_state(lambda: self.engine)  # budgets and approvals, read at scrape time
+        self.metrics.track(endpoint.name for endpoint in ENDPOINTS.values())
         self.policy_error: str | None = None
         self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
 
@@ -189,7 +190,7 @@ class GuardApp:
             verdict = endpoint.judge(judge, parsed)
         except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
             log.exception("engine failed on /%s %s", endpoint.name, endpoint.who(parsed))
-            verdict = review.fail_closed_verdict(f"the guard failed ({type(exc).__name__})")
+            verdict = engine.fail_closed(f"the guard failed ({type(exc).__name__})")
         state.metrics.review(endpoint.name, verdict, judge.policy.mode)
         self.on_decision(endpoint.entry(parsed, verdict, judge.policy.mode))
         return 200, orjson.dumps(endpoint.respond(parsed, verdict))

@@ -23,9 +23,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from webhook import approvals, attributes, budget, exemptions, guards, identity, policy
+from webhook import approvals, attributes, budget, exemptions, identity, policy
 from webhook.guards import base
 
 log = logging.getLogger("agent-guard.engine")
@@ -83,6 +84,15 @@ class Verdict:
 
 NOT_AGENT = Verdict(agent=False)
 AGENT_CLEAN = Verdict(agent=True)
+INTERNAL_ERROR = "internal-error"  # the pseudo guard id of a verdict the engine could not reach
+
+
+def fail_closed(reason: str) -> Verdict:
+    """The verdict when judging itself failed: deny, whatever the mode (only agents reach the guard)."""
+    message = (
+        f"[{INTERNAL_ERROR}] {reason}; agent requests fail closed, ask an operator to read the guard's log"
+    )
+    return Verdict(agent=True, findings=(Finding(INTERNAL_ERROR, message, "enforce", error=True),))
 
 
 def utc_today() -> datetime.date:
@@ -135,7 +145,7 @@ class Engine:
             ledger=self.ledger,
             clock=clock,
         )
-        families = guards.by_id()
+        families = compiled.families.by_id
         active = []
         for guard_id, settings in compiled.guards.items():
             mode = compiled.mode_of(guard_id)
@@ -268,3 +278,17 @@ class Engine:
         return Verdict(
             agent=True, findings=tuple(kept), exempted=tuple(exempted), expired=tuple(expired.values())
         )
+
+
+def compile_policy(rules: Path, mode: policy.GlobalMode | None, previous: Engine | None = None) -> Engine:
+    """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
+
+    The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
+    policy reports lapsed exemptions exactly as a restart would. The runtime state of ``previous``
+    (destructive-budget ledger, watched Approvals) carries over: a reload never refills a budget.
+    """
+    loaded = policy.load(rules, mode)
+    judge = Engine(loaded) if previous is None else previous.successor(loaded)
+    for level, line in judge.exemption_status():
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
+    return judge

@@ -22,8 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from webhook import rbac
-from webhook.guards import podspec
+from webhook import podspec, rbac
 
 Stage = Literal["admission", "authorizer"]
 ADMISSION: Stage = "admission"

@@ -69,22 +69,6 @@ class Watch:
         return True
 
 
-def compile_policy(
-    rules: Path, mode: policy.GlobalMode | None, previous: engine.Engine | None = None
-) -> engine.Engine:
-    """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
-
-    The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
-    policy reports lapsed exemptions exactly as a restart would. The runtime state of ``previous``
-    (destructive-budget ledger, watched Approvals) carries over: a reload never refills a budget.
-    """
-    loaded = policy.load(rules, mode)
-    judge = engine.Engine(loaded) if previous is None else previous.successor(loaded)
-    for level, line in judge.exemption_status():
-        log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
-    return judge
-
-
 def _routing(loaded: policy.Policy) -> tuple[object, ...]:
     return (manifests.admission_rules(loaded), manifests.match_conditions(loaded))
 
@@ -103,7 +87,7 @@ class PolicyReloader:
     async def reload(self) -> bool:
         state = self.state
         try:
-            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode, state.engine)
+            judge = await asyncio.to_thread(engine.compile_policy, self.rules, self.mode, state.engine)
         except policy.PolicyError as exc:
             state.policy_error = str(exc)
             state.metrics.policy_reload(ok=False)

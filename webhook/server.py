@@ -84,7 +84,7 @@ def prepare_certs(cert_dir: Path) -> certs.Paths:
 
 def load_engine(settings: Settings) -> engine.Engine:
     try:
-        return reload.compile_policy(settings.rules, settings.mode)
+        return engine.compile_policy(settings.rules, settings.mode)
     except policy.PolicyError as exc:
         raise ServeError(f"invalid policy:\n{exc}") from exc
 

@@ -23,7 +23,7 @@ and the authorizer's own scenarios skip (``conftest.require_authorizer``).
 Every wait ends on an observation of the apiserver's behaviour (the agent's server-side dry-run
 owner patch of ``e2e-probe``, several times in a row, so that both replicas have answered), not on
 the Deployment's status alone. None of this has run here: there is no Docker engine on the machine
-it was written on (see the README's kind section).
+it was written on (see CONTRIBUTING.md, the suite on an existing cluster).
 """
 
 from __future__ import annotations

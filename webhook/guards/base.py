@@ -12,39 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 import pydantic
-from pydantic import alias_generators
 
-from webhook import attributes, budget
+from webhook import attributes, budget, schema
 
-Mode = Literal["enforce", "dry-run", "off"]
-
-
-class PolicyModel(pydantic.BaseModel):
-    """How every part of the policy YAML is read: camelCase keys, unknown keys are errors, immutable."""
-
-    model_config = pydantic.ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-    )
+# The policy YAML's vocabulary (``webhook.schema``), named here for the families' settings.
+Mode = schema.Mode
+NamesPerNamespace = schema.NamesPerNamespace
 
 
-def _names_per_namespace(value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    for namespace, names in value.items():
-        if not namespace or any(not name for name in names):
-            raise ValueError("namespaces and names must be non-empty strings")
-    return value
-
-
-# An allow-list of object names per namespace ("*" as a name: every one), as guards take them.
-NamesPerNamespace = Annotated[dict[str, tuple[str, ...]], pydantic.AfterValidator(_names_per_namespace)]
-
-
-class GuardSettings(PolicyModel):
+class GuardSettings(schema.PolicyModel):
     """Base for a family's policy section."""
 
     mode: Mode | None = None

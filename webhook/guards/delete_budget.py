@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import pydantic
 
-from webhook import attributes, budget
+from webhook import attributes, budget, schema
 from webhook.guards import base
 
 SCALABLE = frozenset({"deployments", "statefulsets", "replicasets", "replicationcontrollers"})
@@ -30,7 +30,7 @@ SCALABLE = frozenset({"deployments", "statefulsets", "replicasets", "replication
 Duration = Annotated[float, pydantic.BeforeValidator(budget.parse_duration)]
 
 
-class Budget(base.PolicyModel):
+class Budget(schema.PolicyModel):
     """A namespace's own budget; unset fields take the guard's values."""
 
     limit: int | None = pydantic.Field(default=None, ge=0)

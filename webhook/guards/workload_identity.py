@@ -26,8 +26,8 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base, podspec
+from webhook import attributes, podspec
+from webhook.guards import base
 
 DEFAULT_ACCOUNT = "default"
 ALL = "*"
