@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from webhook import app, certs, decisionlog, engine, manifests, policy, reload, server
+from webhook import app, certs, decisionlog, engine, manifests, policy, rbaccache, reload, server
 from webhook.tools import check, replay, report
 
 
@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_delay=args.shutdown_delay,
         shutdown_timeout=args.shutdown_timeout,
         workers=args.workers,
+        rbac_source=args.rbac_source,
     )
     try:
         return server.serve(settings)
@@ -160,6 +161,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _rbac_source(text: str) -> rbaccache.Source:
+    try:
+        return rbaccache.Source.parse(text)
+    except rbaccache.SourceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -200,6 +208,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_positive,
         default=20,
         help="then give requests in flight this many seconds to finish (default 20)",
+    )
+    serve.add_argument(
+        "--rbac-source",
+        type=_rbac_source,
+        default=rbaccache.NO_SOURCE,
+        metavar="none|in-cluster|kubeconfig:PATH",
+        help="where the guard reads Roles, ClusterRoles and bindings to judge by effective permissions "
+        "(watched, read-only); none (default): judge RBAC objects and pod specs by names only "
+        "(docs/rbac.md)",
     )
     serve.set_defaults(func=_serve)
 

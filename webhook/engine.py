@@ -91,12 +91,20 @@ class _Active:
 class Engine:
     """A policy compiled for evaluation. Immutable; a policy reload builds a new Engine."""
 
-    def __init__(self, compiled: policy.Policy, today: Callable[[], datetime.date] = utc_today) -> None:
+    def __init__(
+        self,
+        compiled: policy.Policy,
+        today: Callable[[], datetime.date] = utc_today,
+        rbac: base.RbacView | None = None,
+    ) -> None:
         self.policy = compiled
         self.today = today
+        self.rbac = rbac  # None: no RBAC source, the guards judge by names (see guards.base.Context)
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
-        self.context = base.Context(is_agent=self.is_agent, guard_namespace=compiled.guard_namespace)
+        self.context = base.Context(
+            is_agent=self.is_agent, guard_namespace=compiled.guard_namespace, rbac=rbac
+        )
         families = guards.by_id()
         active = []
         for guard_id, settings in compiled.guards.items():

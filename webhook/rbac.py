@@ -389,6 +389,21 @@ class Snapshot:
                         collected.append(rule)
         return tuple(collected)
 
+    def with_role(self, role: Role) -> Snapshot:
+        """A new Snapshot where ``role`` replaces (or joins) the role of its kind, namespace and name:
+        what RBAC would grant if a write of it were admitted (aggregation recomputed)."""
+        roles = dict(self.roles)
+        roles[(role.kind, role.namespace, role.name)] = role
+        return Snapshot(roles.values(), self.bindings)
+
+    def effective_changes(self, other: Snapshot) -> list[tuple[tuple[str, str, str], tuple[Rule, ...]]]:
+        """Roles whose effective rules differ in ``other``: ``((kind, namespace, name), rules in other)``."""
+        return [
+            (key, rules)
+            for key, rules in sorted(other._effective.items())
+            if self._effective.get(key) != rules
+        ]
+
     def role(self, kind: str, name: str, namespace: str = "") -> Role | None:
         return self.roles.get((kind, namespace if kind == ROLE else "", name))
 

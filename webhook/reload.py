@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from webhook import app, certs, engine, manifests, policy
+from webhook.guards import base
 
 log = logging.getLogger("agent-guard.reload")
 
@@ -69,13 +70,15 @@ class Watch:
         return True
 
 
-def compile_policy(rules: Path, mode: policy.GlobalMode | None) -> engine.Engine:
+def compile_policy(
+    rules: Path, mode: policy.GlobalMode | None, rbac: base.RbacView | None = None
+) -> engine.Engine:
     """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
 
     The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
     policy reports lapsed exemptions exactly as a restart would.
     """
-    judge = engine.Engine(policy.load(rules, mode))
+    judge = engine.Engine(policy.load(rules, mode), rbac=rbac)
     for level, line in judge.exemption_status():
         log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
     return judge
@@ -86,10 +89,17 @@ def _routing(loaded: policy.Policy) -> tuple[object, ...]:
 
 
 class PolicyReloader:
-    def __init__(self, rules: Path, mode: policy.GlobalMode | None, state: app.State) -> None:
+    def __init__(
+        self,
+        rules: Path,
+        mode: policy.GlobalMode | None,
+        state: app.State,
+        rbac: base.RbacView | None = None,
+    ) -> None:
         self.rules = rules
         self.mode = mode
         self.state = state
+        self.rbac = rbac  # the same RBAC view for every engine the reloads build
         self.watch = Watch(lambda: policy.policy_files(rules))
 
     async def poll(self) -> None:
@@ -99,7 +109,7 @@ class PolicyReloader:
     async def reload(self) -> bool:
         state = self.state
         try:
-            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode)
+            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode, self.rbac)
         except policy.PolicyError as exc:
             state.policy_error = str(exc)
             state.metrics.policy_reload(ok=False)

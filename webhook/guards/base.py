@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, Protocol, TypeVar
 
 import pydantic
 from pydantic import alias_generators
 
-from webhook import attributes
+from webhook import attributes, rbac
 
 Mode = Literal["enforce", "dry-run", "off"]
 
@@ -55,12 +55,37 @@ class GuardSettings(PolicyModel):
         return "off" if value is False else value
 
 
+class RbacView(Protocol):
+    """The cluster's RBAC as the guard last saw it (``webhook.rbaccache`` feeds it from a watch).
+
+    ``snapshot()`` is None until the first complete read: guards that need it then refuse agents'
+    requests with a reason to retry, rather than judging against an empty cluster.
+    """
+
+    def snapshot(self) -> rbac.Snapshot | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRbac:
+    """A fixed view (tests, offline tools): ``None`` plays a source that has not synced yet."""
+
+    current: rbac.Snapshot | None
+
+    def snapshot(self) -> rbac.Snapshot | None:
+        return self.current
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Facts about the evaluation that are not part of the request itself."""
+    """Facts about the evaluation that are not part of the request itself.
+
+    ``rbac`` is None when the guard has no RBAC source (``make run``, ``check``, ``replay``): guards
+    then judge RBAC objects and pod specs by names alone, as documented in docs/rbac.md.
+    """
 
     is_agent: Callable[[attributes.UserInfo], bool]
     guard_namespace: str
+    rbac: RbacView | None = None
 
 
 @dataclass(frozen=True, slots=True)
