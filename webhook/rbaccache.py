@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from webhook import rbac
 
 log = logging.getLogger("agent-guard.rbac")
@@ -94,7 +96,7 @@ class Source:
                 return k8s.config.new_client_from_config(config_file=str(self.path))
         except k8s.config.ConfigException as exc:
             raise SourceError(f"{self}: {exc}") from exc
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
             if isinstance(exc, SourceError):
                 raise
             raise SourceError(f"{self}: cannot read it ({type(exc).__name__}: {exc})") from exc
