@@ -5,7 +5,8 @@ so they need the cluster's Roles, ClusterRoles, RoleBindings and ClusterRoleBind
 per review would put an apiserver round trip (and its failure modes) into every admission call; so a
 background thread per kind lists the kind and then watches it (the informer pattern, with the
 official ``kubernetes`` client), keeps the objects in a store, and after every change builds a new
-immutable ``rbac.Snapshot`` and swaps it in with one reference assignment. A review reads
+immutable ``rbac.Snapshot`` and swaps it in with one reference assignment (a builder thread
+coalesces a burst of changes, a ``helm install`` of fifty roles, into one or two builds). A review reads
 ``RbacCache.snapshot()`` once and judges against that: never a half-applied update, never a lock
 on the hot path.
 
@@ -41,6 +42,7 @@ log = logging.getLogger("agent-guard.rbac")
 NONE, IN_CLUSTER, KUBECONFIG = "none", "in-cluster", "kubeconfig"
 WATCH_SECONDS = 300  # the apiserver ends a watch after this; we resume from the last resourceVersion
 BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+COALESCE_SECONDS = 0.05  # after a change, wait this long for more before building a snapshot
 GONE = 410
 
 # kind -> (list method of RbacAuthorizationV1Api, cluster-wide for namespaced kinds)
@@ -137,9 +139,12 @@ class RbacCache:
         self._client_factory = client_factory or source.api_client
         self._stores: dict[str, dict[tuple[str, str], Mapping[str, Any]]] = {kind: {} for kind in LISTS}
         self._listed: set[str] = set()
+        self._versions: dict[str, str] = {}  # kind -> last resourceVersion read (list, event, bookmark)
+        self._snapshot_versions: dict[str, str] = {}  # the same, as of the snapshot in force
         self._lock = threading.Lock()
         self._snapshot: rbac.Snapshot | None = None
         self._stop = threading.Event()
+        self._dirty = threading.Event()
         self._threads: list[threading.Thread] = []
         self.synced_at: float | None = None  # monotonic time of the first complete snapshot
         self.updated_at: float | None = None  # wall-clock time of the current snapshot
@@ -163,6 +168,9 @@ class RbacCache:
         if current is not None:
             answer["roles"] = len(current.roles)
             answer["bindings"] = len(current.bindings)
+            # What the snapshot has seen, per kind: a change with a resourceVersion at or below this is in
+            # it (tests and operators can tell whether the guard already knows of a binding).
+            answer["resourceVersions"] = dict(self._snapshot_versions)
         if self.error is not None:
             answer["error"] = self.error
         return answer
@@ -174,17 +182,20 @@ class RbacCache:
         if self._threads:
             return
         api = self._client_factory()
+        self._threads.append(threading.Thread(target=self._build_loop, name="rbac-snapshot", daemon=True))
         for kind in LISTS:
             thread = threading.Thread(
                 target=self._run, args=(api, kind), name=f"rbac-watch-{kind}", daemon=True
             )
             self._threads.append(thread)
+        for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
         """Ask the threads to end (they are daemons: a watch blocked on the network does not hold
         the process; an open watch ends at the apiserver's timeout)."""
         self._stop.set()
+        self._dirty.set()  # wake the builder so it sees the stop
 
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -228,7 +239,9 @@ class RbacCache:
         with self._lock:
             self._stores[kind] = items
             self._listed.add(kind)
-            self._publish()
+            self._versions[kind] = version
+        self._recovered(kind)
+        self._dirty.set()
         log.info("listed %d %ss (resourceVersion %s)", len(items), kind, version)
         return version
 
@@ -252,27 +265,44 @@ class RbacCache:
             if not isinstance(obj, Mapping):
                 continue
             new_version = str(obj.get("metadata", {}).get("resourceVersion", "")) or version
-            if kind_of_event == "BOOKMARK":
-                version = new_version
-                continue
             with self._lock:
                 if kind_of_event == "DELETED":
                     self._stores[kind].pop(_key(obj), None)
-                else:
+                elif kind_of_event != "BOOKMARK":
                     self._stores[kind][_key(obj)] = obj
-                self._publish()
+                self._versions[kind] = new_version
+            self._recovered(kind)
+            self._dirty.set()
             version = new_version
-        if self.error is not None and self.error.startswith(f"{kind}:"):
-            self.error = None
         return version
 
-    def _publish(self) -> None:
-        """Build and swap in a new Snapshot (caller holds the lock) once every kind was listed."""
-        if len(self._listed) < len(LISTS):
-            return
+    def _recovered(self, kind: str) -> None:
+        if self.error is not None and self.error.startswith(f"{kind}:"):
+            self.error = None
+
+    def _build_loop(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.wait(COALESCE_SECONDS):
+                return
+            self._dirty.clear()
+            try:
+                self.rebuild()
+            except Exception:  # a bug here must not stop the view from following the cluster
+                log.exception("building the RBAC snapshot failed; the previous one stays in force")
+
+    def rebuild(self) -> bool:
+        """Build a Snapshot from the stores and swap it in, once every kind has been listed (the
+        builder thread calls this after changes; False: not every kind listed yet)."""
+        with self._lock:
+            if len(self._listed) < len(LISTS):
+                return False
+            stores = {kind: dict(store) for kind, store in self._stores.items()}
+            versions = dict(self._versions)
+        built = build_snapshot(stores)
         first = self._snapshot is None
-        built = build_snapshot(self._stores)
         self._snapshot = built
+        self._snapshot_versions = versions
         self.updated_at = time.time()
         if first:
             self.synced_at = time.monotonic()
@@ -284,3 +314,4 @@ class RbacCache:
             )
         if self.on_update is not None:
             self.on_update(built)
+        return True

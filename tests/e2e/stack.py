@@ -31,10 +31,13 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ AGENT_NAMESPACE, AGENT_NAME = "mcp-system", "mcp-k8s-go"
 CONTROLLER_NAMESPACE, CONTROLLER_NAME = "kube-system", "e2e-controller"
 PROBE_NAMESPACE = "e2e-probe"
 REGISTRATION_TIMEOUT_SECONDS = 30.0
+RBAC_VIEW_TIMEOUT_SECONDS = 15.0
 # The apiserver caches the authorizer's "denied" and "no opinion" answers this long (shipped: 10s).
 AUTHORIZER_CACHE_SECONDS = 1
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
@@ -155,6 +159,26 @@ def rbac_source(admin: kube.Client, namespace: str, directory: Path) -> tuple[st
         admin.target, f"system:serviceaccount:{namespace}:{GUARD_ACCOUNT}", token, directory / "kubeconfig"
     )
     return ("--rbac-source", f"kubeconfig:{path}")
+
+
+def view_has(readyz: Mapping[str, Any], kind: str, resource_version: str) -> bool:
+    """Whether a guard's ``/readyz`` answer says its RBAC view has seen ``kind`` at ``resource_version``
+    (a guard without an RBAC source judges by names: nothing to wait for)."""
+    view = readyz.get("rbac")
+    if not isinstance(view, Mapping):
+        return True
+    seen = (view.get("resourceVersions") or {}).get(kind)
+    return seen is not None and int(seen) >= int(resource_version)
+
+
+def readyz(guard: serving.Guard) -> dict[str, Any]:
+    """A local guard's ``/readyz`` answer, 503 (not synced, draining) included."""
+    try:
+        with urllib.request.urlopen(f"{guard.url}/readyz", context=guard.context(), timeout=2) as answer:
+            found: dict[str, Any] = json.load(answer)
+    except urllib.error.HTTPError as exc:
+        found = json.load(exc)
+    return found
 
 
 @dataclass
@@ -302,6 +326,25 @@ class Stack:
         with serving.running(self.workdir, self.cert_dir, *self.base_arguments, *arguments) as guard:
             self.guards.append(guard)
             yield guard
+
+    def wait_for_rbac_view(self, kind: str, resource_version: str) -> None:
+        """Until every running guard's RBAC view has seen ``kind`` at ``resource_version`` (an RBAC write
+        of the admin's): a scenario that arms an account and then acts as the agent must not race the
+        guard's watch, which follows the apiserver by milliseconds."""
+        deadline = time.monotonic() + RBAC_VIEW_TIMEOUT_SECONDS
+        for guard in self.guards:
+            answer: dict[str, Any] = {}
+            while guard.process.poll() is None:
+                with contextlib.suppress(urllib.error.URLError, OSError, ssl.SSLError, ValueError):
+                    answer = readyz(guard)
+                    if view_has(answer, kind, resource_version):
+                        break
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"the guard on port {guard.port} did not see {kind} resourceVersion "
+                        f"{resource_version} within {RBAC_VIEW_TIMEOUT_SECONDS:.0f}s: {answer}"
+                    )
+                time.sleep(0.05)
 
     def diagnostics(self, lines: int = 40) -> str:
         parts = [self.target.diagnostics()]

@@ -10,14 +10,13 @@ own read-only ServiceAccount, see ``stack.rbac_source``):
 3. a Pod running as a ``default`` bound to ``cluster-admin``, or to ``edit`` through a group.
 
 The guard learns of an RBAC change through its watch, a moment after the apiserver stored it: a
-scenario that arms an account (as the admin) first waits, with the agent's server-side dry-run, until
-the guard refuses it, then sends the real request. The time that took is the guard's view lag.
+scenario that writes RBAC objects first waits until every guard's view has that write
+(``Stack.wait_for_rbac_view``: the resourceVersion its ``/readyz`` reports), then the agent acts once
+and must be refused at the first attempt.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,8 +28,6 @@ pytestmark = pytest.mark.e2e
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 DENIED_BY_US = 'admission webhook "validate.agent-guard.io" denied the request'
-VIEW_TIMEOUT_SECONDS = 15.0
-NOT_IN_VIEW = "not in the guard's RBAC view yet"
 
 
 def role_ref(kind: str, name: str) -> dict[str, str]:
@@ -68,21 +65,10 @@ def denied(reply: kube.Reply, guard: str) -> bool:
     return reply.status == 403 and DENIED_BY_US in reply.message and f"[{guard}]" in reply.message
 
 
-def until(send: Callable[[], kube.Reply], done: Callable[[kube.Reply], bool]) -> tuple[kube.Reply, float]:
-    """Send until ``done`` holds (the guard's watch has caught up); the last reply and how long it took."""
-    started = time.monotonic()
-    reply = send()
-    while not done(reply) and time.monotonic() - started < VIEW_TIMEOUT_SECONDS:
-        time.sleep(0.1)
-        reply = send()
-    return reply, time.monotonic() - started
-
-
-def wait_until_refused(agent: kube.Client, request: kube.Request, guard: str) -> float:
-    """Dry-run ``request`` as the agent until the guard refuses it (its view has the arming binding)."""
-    reply, waited = until(lambda: agent.request(request.dry_run()), lambda r: denied(r, guard))
-    assert denied(reply, guard), f"the guard did not refuse within {VIEW_TIMEOUT_SECONDS}s: {reply}"
-    return waited
+def write(e2e: stack.Stack, client: kube.Client, path: str, body: dict[str, Any], kind: str) -> None:
+    """Create an RBAC object and wait until the guard's view has it."""
+    made = client.ok(kube.Request("POST", path, body))
+    e2e.wait_for_rbac_view(kind, made.body["metadata"]["resourceVersion"])
 
 
 def absent(admin: kube.Client, path: str) -> None:
@@ -99,24 +85,12 @@ def test_binding_a_create_pods_role_to_default_is_refused(
     require_guard("rbac-escalation", enforcing)
     scene = new_scene("chain1-bind")
     role = f"e2e-pod-starter-{scene.suffix}"
-    made = enforcing.agent.request(
-        kube.Request("POST", f"{RBAC}/clusterroles", cluster_role(role, CREATE_PODS))
-    )
-    assert made.status == 201, f"nothing in the role itself is refused: {made}"
-
+    # Nothing in the role itself is refused: the agent may write it.
+    write(enforcing, enforcing.agent, f"{RBAC}/clusterroles", cluster_role(role, CREATE_PODS), "ClusterRole")
     bindings = f"{RBAC}/namespaces/{scene.namespace}/rolebindings"
     request = kube.Request("POST", bindings, role_binding("starter", "ClusterRole", role, DEFAULT_ACCOUNT))
-    replies: list[kube.Reply] = []
-
-    def send() -> kube.Reply:
-        replies.append(enforcing.agent.request(request))
-        return replies[-1]
-
-    reply, _ = until(send, lambda r: NOT_IN_VIEW not in r.message)
-    # Every attempt was refused: first (maybe) because the guard had not seen the new role yet, then
-    # because of what it grants.
-    for each in replies:
-        assert denied(each, "rbac-escalation"), each
+    reply = enforcing.agent.request(request)
+    assert denied(reply, "rbac-escalation"), reply
     assert f'roleRef ClusterRole "{role}" grants powers the guard denies to agents' in reply.message, reply
     assert "create pods or workloads" in reply.message, reply
     assert f"ServiceAccount {scene.namespace}/default" in reply.message, reply
@@ -132,16 +106,16 @@ def test_workload_running_as_a_default_armed_with_create_pods_is_refused(
     scene = new_scene("chain1-run")
     role = f"e2e-pod-starter-{scene.suffix}"
     enforcing.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", cluster_role(role, CREATE_PODS)))
-    enforcing.admin.ok(
-        kube.Request(
-            "POST",
-            f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
-            role_binding("starter", "ClusterRole", role, DEFAULT_ACCOUNT),
-        )
+    binding = role_binding("starter", "ClusterRole", role, DEFAULT_ACCOUNT)
+    write(
+        enforcing,
+        enforcing.admin,
+        f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
+        binding,
+        "RoleBinding",
     )
     path = f"/apis/apps/v1/namespaces/{scene.namespace}/deployments"
     request = kube.Request("POST", path, deployment_as_default("web"))
-    wait_until_refused(enforcing.agent, request, "workload-identity")
     reply = enforcing.agent.request(request)
     assert denied(reply, "workload-identity"), reply
     assert f'ServiceAccount "{scene.namespace}/default"' in reply.message, reply
@@ -159,10 +133,10 @@ def test_binding_a_custom_secret_reader_to_default_is_refused(
     require_guard("rbac-escalation", enforcing)
     scene = new_scene("chain2-bind")
     role = f"e2e-config-reader-{scene.suffix}"
-    enforcing.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", cluster_role(role, READ_SECRETS)))
+    write(enforcing, enforcing.admin, f"{RBAC}/clusterroles", cluster_role(role, READ_SECRETS), "ClusterRole")
     bindings = f"{RBAC}/namespaces/{scene.namespace}/rolebindings"
     request = kube.Request("POST", bindings, role_binding("reads", "ClusterRole", role, DEFAULT_ACCOUNT))
-    reply, _ = until(lambda: enforcing.agent.request(request), lambda r: NOT_IN_VIEW not in r.message)
+    reply = enforcing.agent.request(request)
     assert denied(reply, "rbac-escalation"), reply
     assert "read Secrets (rule: get,list on configmaps,secrets" in reply.message, reply
     absent(enforcing.admin, f"{bindings}/reads")
@@ -178,16 +152,16 @@ def test_pod_running_as_a_default_armed_with_a_secret_reader_is_refused(
     scene = new_scene("chain2-run")
     role = f"e2e-config-reader-{scene.suffix}"
     enforcing.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", cluster_role(role, READ_SECRETS)))
-    enforcing.admin.ok(
-        kube.Request(
-            "POST",
-            f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
-            role_binding("reads", "ClusterRole", role, DEFAULT_ACCOUNT),
-        )
+    binding = role_binding("reads", "ClusterRole", role, DEFAULT_ACCOUNT)
+    write(
+        enforcing,
+        enforcing.admin,
+        f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
+        binding,
+        "RoleBinding",
     )
     pods = f"/api/v1/namespaces/{scene.namespace}/pods"
     request = kube.Request("POST", pods, running_as_default("reader"))
-    wait_until_refused(enforcing.agent, request, "workload-identity")
     reply = enforcing.agent.request(request)
     assert denied(reply, "workload-identity"), reply
     assert f"read Secrets (via RoleBinding {scene.namespace}/reads -> ClusterRole {role}" in reply.message
@@ -202,10 +176,10 @@ def test_pod_running_as_a_default_bound_to_cluster_admin_is_refused(
 ) -> None:
     require_guard("workload-identity", enforcing)
     scene = new_scene("chain3-admin")
-    kube.bind_cluster_role(enforcing.admin, scene.namespace, "default", "cluster-admin")
+    bound = kube.bind_cluster_role(enforcing.admin, scene.namespace, "default", "cluster-admin")
+    enforcing.wait_for_rbac_view("ClusterRoleBinding", bound.body["metadata"]["resourceVersion"])
     pods = f"/api/v1/namespaces/{scene.namespace}/pods"
     request = kube.Request("POST", pods, running_as_default("admin"))
-    wait_until_refused(enforcing.agent, request, "workload-identity")
     reply = enforcing.agent.request(request)
     assert denied(reply, "workload-identity"), reply
     binding = f"e2e:{scene.namespace}:default:cluster-admin"
@@ -227,16 +201,16 @@ def test_pod_running_as_a_default_given_edit_through_its_group_is_refused(
         "name": f"system:serviceaccounts:{scene.namespace}",
         "apiGroup": "rbac.authorization.k8s.io",
     }
-    enforcing.admin.ok(
-        kube.Request(
-            "POST",
-            f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
-            role_binding("everyone-edits", "ClusterRole", "edit", group),
-        )
+    binding = role_binding("everyone-edits", "ClusterRole", "edit", group)
+    write(
+        enforcing,
+        enforcing.admin,
+        f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
+        binding,
+        "RoleBinding",
     )
     path = f"/apis/apps/v1/namespaces/{scene.namespace}/deployments"
     request = kube.Request("POST", path, deployment_as_default("web"))
-    wait_until_refused(enforcing.agent, request, "workload-identity")
     reply = enforcing.agent.request(request)
     assert denied(reply, "workload-identity"), reply
     assert (
@@ -256,11 +230,16 @@ def test_filling_a_role_already_bound_to_default_is_refused(
     scene = new_scene("fill-later")
     roles = f"{RBAC}/namespaces/{scene.namespace}/roles"
     harmless = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
-    enforcing.agent.ok(kube.Request("POST", roles, {"metadata": {"name": "helper"}, "rules": [harmless]}))
+    write(enforcing, enforcing.agent, roles, {"metadata": {"name": "helper"}, "rules": [harmless]}, "Role")
     bindings = f"{RBAC}/namespaces/{scene.namespace}/rolebindings"
-    bind = kube.Request("POST", bindings, role_binding("helper", "Role", "helper", DEFAULT_ACCOUNT))
-    made, _ = until(lambda: enforcing.agent.request(bind), lambda r: r.status == 201)
-    assert made.status == 201, f"binding a harmless role is allowed once the guard has seen it: {made}"
+    # Binding the harmless role is allowed (the agent's own write: the guard must see it before the fill).
+    write(
+        enforcing,
+        enforcing.agent,
+        bindings,
+        role_binding("helper", "Role", "helper", DEFAULT_ACCOUNT),
+        "RoleBinding",
+    )
     fill = kube.Request(
         "PUT",
         f"{roles}/helper",
@@ -269,7 +248,6 @@ def test_filling_a_role_already_bound_to_default_is_refused(
             "rules": [harmless, {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"]}],
         },
     )
-    wait_until_refused(enforcing.agent, fill, "rbac-escalation")
     reply = enforcing.agent.request(fill)
     assert denied(reply, "rbac-escalation"), reply
     target = f'Role "{scene.namespace}/helper"'
@@ -299,8 +277,8 @@ def test_agent_binds_a_harmless_custom_role_to_default(
     scene = new_scene("benign-bind")
     role = f"e2e-pod-log-reader-{scene.suffix}"
     rule = {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}
-    enforcing.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", cluster_role(role, rule)))
+    write(enforcing, enforcing.admin, f"{RBAC}/clusterroles", cluster_role(role, rule), "ClusterRole")
     bindings = f"{RBAC}/namespaces/{scene.namespace}/rolebindings"
     request = kube.Request("POST", bindings, role_binding("logs", "ClusterRole", role, DEFAULT_ACCOUNT))
-    reply, _ = until(lambda: enforcing.agent.request(request), lambda r: r.status == 201)
+    reply = enforcing.agent.request(request)
     assert reply.status == 201 and not reply.warnings, reply

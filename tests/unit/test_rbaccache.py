@@ -45,8 +45,9 @@ def synced_cache() -> rbaccache.RbacCache:
     cache._list(rbac.CLUSTER_ROLE, listed(POD_STARTER))
     cache._list(rbac.ROLE, listed())
     cache._list(rbac.CLUSTER_ROLE_BINDING, listed())
-    assert cache.snapshot() is None, "three of four kinds listed: not synced yet"
+    assert not cache.rebuild() and cache.snapshot() is None, "three of four kinds listed: not synced yet"
     cache._list(rbac.ROLE_BINDING, listed(DEFAULT_STARTS_PODS))
+    assert cache.rebuild()
     return cache
 
 
@@ -83,8 +84,17 @@ def test_snapshot_appears_once_every_kind_is_listed_and_follows_changes() -> Non
     cache = synced_cache()
     first = cache.snapshot()
     assert first is not None and cache.synced
-    assert cache.status() == {"source": "in-cluster", "synced": True, "roles": 1, "bindings": 1}
+    versions = dict.fromkeys(("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"), "42")
+    assert cache.status() == {
+        "source": "in-cluster",
+        "synced": True,
+        "roles": 1,
+        "bindings": 1,
+        "resourceVersions": versions,
+    }
     cache._list(rbac.ROLE_BINDING, listed())  # a re-list after 410 Gone: the binding is gone
+    assert cache.snapshot() is first, "the snapshot changes only when the builder swaps a new one in"
+    cache.rebuild()
     second = cache.snapshot()
     assert second is not None and second is not first and second.bindings == ()
     assert first.bindings, "a snapshot handed out earlier is never changed under its reader"
