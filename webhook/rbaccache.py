@@ -149,7 +149,6 @@ class RbacCache:
         self.synced_at: float | None = None  # monotonic time of the first complete snapshot
         self.updated_at: float | None = None  # wall-clock time of the current snapshot
         self.error: str | None = None  # the last error of any watch (None once it recovers)
-        self.on_update: Callable[[rbac.Snapshot], None] | None = None
 
     # --- what the guards read ------------------------------------------------------------------
 
@@ -312,6 +311,4 @@ class RbacCache:
                 len(built.roles),
                 len(built.bindings),
             )
-        if self.on_update is not None:
-            self.on_update(built)
         return True

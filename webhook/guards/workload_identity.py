@@ -103,12 +103,17 @@ def _armed_account(
     """The refusal for a pod spec that runs as an account holding powers (judged by its grants)."""
     who = f'ServiceAccount "{namespace}/{account}"'
     action = "adding ephemeral containers to a pod that runs as" if sub else "the pod spec runs as"
+    routes = [f"{owner} ({route})" for owner, route in token_routes(pod)]
+    if pod.spec.get("automountServiceAccountToken") is False and routes:
+        untoken = f"remove {', '.join(routes)}, which give the pod a token anyway"
+    else:
+        untoken = f"set {pod.path}.automountServiceAccountToken: false if the pod needs no API access"
     return (
         f"{action} {who} ({field}), which holds powers the guard denies to agents: "
         f"{effective.describe_held(held)}. Its pods would act with them unjudged. Run the pod as an "
-        f"account that holds none of these (a dedicated ServiceAccount with only what it needs), set "
-        f"{pod.path}.automountServiceAccountToken: false if the pod needs no API access, ask an operator "
-        f'to remove the binding, or to allow-list the account in {SETTING}["{namespace}"]'
+        f"account that holds none of these (a dedicated ServiceAccount with only what it needs), "
+        f"{untoken}, ask an operator to remove the binding, or to allow-list the account in "
+        f'{SETTING}["{namespace}"]'
     )
 
 
