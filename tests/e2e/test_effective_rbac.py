@@ -71,6 +71,13 @@ def write(e2e: stack.Stack, client: kube.Client, path: str, body: dict[str, Any]
     e2e.wait_for_rbac_view(kind, made.body["metadata"]["resourceVersion"])
 
 
+def arm_default(e2e: stack.Stack, namespace: str, binding: str, role: dict[str, Any]) -> None:
+    """As the admin: a custom ClusterRole, bound to ``namespace``'s ``default`` by a RoleBinding."""
+    e2e.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", role))
+    body = role_binding(binding, "ClusterRole", role["metadata"]["name"], DEFAULT_ACCOUNT)
+    write(e2e, e2e.admin, f"{RBAC}/namespaces/{namespace}/rolebindings", body, "RoleBinding")
+
+
 def absent(admin: kube.Client, path: str) -> None:
     reply = admin.request(kube.Request("GET", path))
     assert reply.status == 404, f"{path} exists after a refusal: {reply}"
@@ -105,15 +112,7 @@ def test_workload_running_as_a_default_armed_with_create_pods_is_refused(
     require_guard("workload-identity", enforcing)
     scene = new_scene("chain1-run")
     role = f"e2e-pod-starter-{scene.suffix}"
-    enforcing.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", cluster_role(role, CREATE_PODS)))
-    binding = role_binding("starter", "ClusterRole", role, DEFAULT_ACCOUNT)
-    write(
-        enforcing,
-        enforcing.admin,
-        f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
-        binding,
-        "RoleBinding",
-    )
+    arm_default(enforcing, scene.namespace, "starter", cluster_role(role, CREATE_PODS))
     path = f"/apis/apps/v1/namespaces/{scene.namespace}/deployments"
     request = kube.Request("POST", path, deployment_as_default("web"))
     reply = enforcing.agent.request(request)
@@ -151,15 +150,7 @@ def test_pod_running_as_a_default_armed_with_a_secret_reader_is_refused(
     require_guard("workload-identity", enforcing)
     scene = new_scene("chain2-run")
     role = f"e2e-config-reader-{scene.suffix}"
-    enforcing.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", cluster_role(role, READ_SECRETS)))
-    binding = role_binding("reads", "ClusterRole", role, DEFAULT_ACCOUNT)
-    write(
-        enforcing,
-        enforcing.admin,
-        f"{RBAC}/namespaces/{scene.namespace}/rolebindings",
-        binding,
-        "RoleBinding",
-    )
+    arm_default(enforcing, scene.namespace, "reads", cluster_role(role, READ_SECRETS))
     pods = f"/api/v1/namespaces/{scene.namespace}/pods"
     request = kube.Request("POST", pods, running_as_default("reader"))
     reply = enforcing.agent.request(request)
