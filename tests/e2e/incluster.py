@@ -128,7 +128,7 @@ class InClusterStack(stack.Stack):
                 time.sleep(0.1)
 
     @contextlib.contextmanager
-    def extra_guard(self, *arguments: str) -> Iterator[serving.Guard]:
+    def extra_guard(self, *arguments: str, ready: bool = True) -> Iterator[serving.Guard]:
         raise stack.StackError(
             f"no local guard processes on an existing cluster (asked for one with {list(arguments)}); "
             "use InClusterStack.in_mode or scaled_down"

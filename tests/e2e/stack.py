@@ -317,13 +317,16 @@ class Stack:
         self.wait_out_cached_answers()
 
     @contextlib.contextmanager
-    def extra_guard(self, *arguments: str) -> Iterator[serving.Guard]:
-        """Another ``agent-guard serve`` on another port, with the same certificates.
+    def extra_guard(self, *arguments: str, ready: bool = True) -> Iterator[serving.Guard]:
+        """Another ``agent-guard serve`` on another port, with the same certificates (and the RBAC
+        source, unless ``arguments`` name another: the last ``--rbac-source`` wins).
 
         Only the ValidatingWebhookConfiguration can be pointed at it: the authorizer keeps calling
-        the guard on ``port``.
+        the guard on ``port``. ``ready=False``: do not wait for ``/readyz`` (only ``/healthz``).
         """
-        with serving.running(self.workdir, self.cert_dir, *self.base_arguments, *arguments) as guard:
+        with serving.running(
+            self.workdir, self.cert_dir, *self.base_arguments, *arguments, ready=ready
+        ) as guard:
             self.guards.append(guard)
             yield guard
 

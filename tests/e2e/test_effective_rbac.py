@@ -17,6 +17,7 @@ and must be refused at the first attempt.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -273,3 +274,73 @@ def test_agent_binds_a_harmless_custom_role_to_default(
     request = kube.Request("POST", bindings, role_binding("logs", "ClusterRole", role, DEFAULT_ACCOUNT))
     reply = enforcing.agent.request(request)
     assert reply.status == 201 and not reply.warnings, reply
+
+
+# --- the view follows removals; fail closed until the first read ---------------------------------
+
+
+def test_the_view_follows_a_removed_binding(enforcing: stack.Stack, new_scene: SceneFactory) -> None:
+    """Once the admin removes the binding that armed ``default``, the agent may run as it again."""
+    require_guard("workload-identity", enforcing)
+    scene = new_scene("disarmed")
+    role = f"e2e-pod-starter-{scene.suffix}"
+    arm_default(enforcing, scene.namespace, "starter", cluster_role(role, CREATE_PODS))
+    pods = f"/api/v1/namespaces/{scene.namespace}/pods"
+    request = kube.Request("POST", pods, running_as_default("web"))
+    assert denied(enforcing.agent.request(request.dry_run()), "workload-identity")
+    bindings = f"{RBAC}/namespaces/{scene.namespace}/rolebindings"
+    enforcing.admin.ok(kube.Request("DELETE", f"{bindings}/starter"))
+    # A delete answers without the resourceVersion of its event: a later write of the same kind is
+    # delivered after it on the guard's watch, so once the view has that, it has the delete too.
+    harmless = cluster_role(
+        f"e2e-nothing-{scene.suffix}", {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+    )
+    enforcing.admin.ok(kube.Request("POST", f"{RBAC}/clusterroles", harmless))
+    marker = role_binding(
+        "marker", "ClusterRole", harmless["metadata"]["name"], {"kind": "User", "name": "nobody"}
+    )
+    write(enforcing, enforcing.admin, bindings, marker, "RoleBinding")
+    reply = enforcing.agent.request(request)
+    assert reply.status == 201, f"default holds nothing any more: {reply}"
+
+
+def test_until_its_first_read_the_guard_refuses_what_needs_it(
+    enforcing: stack.Stack, new_scene: SceneFactory
+) -> None:
+    """A guard whose account may not read RBAC never syncs: ``/readyz`` stays red, agents' pod specs
+    and bindings are refused with a reason to retry, the rest of their work and everyone else's passes."""
+    require_guard("workload-identity", enforcing)
+    if not enforcing.port:
+        pytest.skip("existing-cluster mode: no local guard process can be started next to the deployed one")
+    scene = new_scene("unsynced")
+    blind = kube.service_account(enforcing.admin, scene.namespace, "cannot-read-rbac", None)
+    config = kube.kubeconfig(
+        enforcing.target, blind.name, blind.token, enforcing.workdir / f"blind-{scene.suffix}"
+    )
+    with enforcing.extra_guard("--rbac-source", f"kubeconfig:{config}", ready=False) as guard:
+        answer = stack.readyz(guard)
+        deadline = time.monotonic() + 10
+        while "error" not in answer["rbac"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            answer = stack.readyz(guard)
+        assert answer["rbac"]["synced"] is False, answer
+        assert "HTTP 403" in answer["rbac"]["error"], f"/readyz says why it cannot read RBAC: {answer}"
+        enforcing.webhook.point_at(guard)
+        pods = f"/api/v1/namespaces/{scene.namespace}/pods"
+        reply = enforcing.agent.request(kube.Request("POST", pods, running_as_default("web")))
+        assert denied(reply, "workload-identity"), reply
+        assert "has not finished reading the cluster's Roles, ClusterRoles and bindings" in reply.message
+        assert "retry in a few seconds" in reply.message, reply
+        bindings = f"{RBAC}/namespaces/{scene.namespace}/rolebindings"
+        bind = role_binding("logs", "ClusterRole", "view", DEFAULT_ACCOUNT)
+        refused = enforcing.agent.request(kube.Request("POST", bindings, bind))
+        assert denied(refused, "rbac-escalation") and "retry in a few seconds" in refused.message, refused
+        tokenless = enforcing.agent.request(kube.Request("POST", pods, attacks.pod("tokenless")))
+        assert tokenless.status == 201, f"a pod without a token needs no RBAC view: {tokenless}"
+        configmap = {"metadata": {"name": "settings"}, "data": {"a": "b"}}
+        made = enforcing.agent.request(
+            kube.Request("POST", f"/api/v1/namespaces/{scene.namespace}/configmaps", configmap)
+        )
+        assert made.status == 201, made
+        admin = enforcing.admin.request(kube.Request("POST", pods, running_as_default("admins")))
+        assert admin.status == 201, f"nobody but agents is affected: {admin}"
