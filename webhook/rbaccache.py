@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +145,6 @@ class RbacCache:
         self._stop = threading.Event()
         self._dirty = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.synced_at: float | None = None  # monotonic time of the first complete snapshot
-        self.updated_at: float | None = None  # wall-clock time of the current snapshot
         self.error: str | None = None  # the last error of any watch (None once it recovers)
 
     # --- what the guards read ------------------------------------------------------------------
@@ -177,7 +174,8 @@ class RbacCache:
     # --- running ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """One daemon thread per kind; returns at once (``snapshot()`` stays None until synced)."""
+        """A daemon thread per kind (list, then watch) and one that builds snapshots; returns at once
+        (``snapshot()`` stays None until every kind has been listed)."""
         if self._threads:
             return
         api = self._client_factory()
@@ -195,12 +193,6 @@ class RbacCache:
         the process; an open watch ends at the apiserver's timeout)."""
         self._stop.set()
         self._dirty.set()  # wake the builder so it sees the stop
-
-    def wait_synced(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.synced and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.synced
 
     def _run(self, api_client: Any, kind: str) -> None:
         k8s = _kubernetes()
@@ -302,9 +294,7 @@ class RbacCache:
         first = self._snapshot is None
         self._snapshot = built
         self._snapshot_versions = versions
-        self.updated_at = time.time()
         if first:
-            self.synced_at = time.monotonic()
             log.info(
                 "RBAC view synced from %s: %d roles, %d bindings",
                 self.source,
