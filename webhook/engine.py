@@ -103,7 +103,11 @@ class Engine:
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
         self.context = base.Context(
-            is_agent=self.is_agent, guard_namespace=compiled.guard_namespace, rbac=rbac
+            is_agent=self.is_agent,
+            guard_namespace=compiled.guard_namespace,
+            pod_templates=compiled.pod_templates.table(),
+            detect_pod_templates=compiled.pod_templates.detect,
+            rbac=rbac,
         )
         families = guards.by_id()
         active = []

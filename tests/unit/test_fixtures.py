@@ -2,7 +2,8 @@
 
 A fixture holds ``request`` (an AdmissionReview.request, camelCase, as the apiserver sends it) or
 ``access`` (a SubjectAccessReview spec), an optional ``user`` (default: the agent
-``mcp-system/mcp-k8s-go``), optional ``settings`` per guard id, and ``expect``:
+``mcp-system/mcp-k8s-go``), optional ``settings`` per guard id, an optional ``podTemplates`` (the
+policy section of that name), and ``expect``:
 
 - ``guards``: exactly the guard ids that must fire (deny fixtures; allow fixtures must fire none);
 - ``messages``: substrings each of which must appear in some finding (e.g. the offending field);
@@ -58,7 +59,10 @@ def _rbac_view(data: dict[str, Any]) -> guard_base.RbacView | None:
 
 def _engine_for(base: policy.Policy, data: dict[str, Any]) -> engine.Engine:
     overrides = data.get("settings")
+    pod_templates = data.get("podTemplates")
     view = _rbac_view(data)
+    if pod_templates is not None:
+        base = dataclasses.replace(base, pod_templates=policy.PodTemplates.model_validate(pod_templates))
     if not overrides:
         return engine.Engine(base, rbac=view)
     families = guards.by_id()

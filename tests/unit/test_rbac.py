@@ -245,3 +245,29 @@ def test_malformed_objects_are_named() -> None:
         rbac.Snapshot.from_objects([{"kind": "ClusterRole", "metadata": {}}])
     with pytest.raises(rbac.RbacObjectError, match="roleRef"):
         rbac.Snapshot.from_objects([{"kind": "ClusterRoleBinding", "metadata": {"name": "x"}, "roleRef": {}}])
+
+
+def test_named_grants_count_for_an_audit_but_a_create_is_never_granted_by_name() -> None:
+    snapshot = rbac.Snapshot.from_objects(
+        [
+            cluster_role(
+                "named",
+                [
+                    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db"], "verbs": ["get"]},
+                    {"apiGroups": [""], "resources": ["pods"], "resourceNames": ["web"], "verbs": ["create"]},
+                    {
+                        "apiGroups": [""],
+                        "resources": ["pods/exec"],
+                        "resourceNames": ["web"],
+                        "verbs": ["create"],
+                    },
+                ],
+            ),
+            binding("ClusterRoleBinding", "b", "ClusterRole", "named", [{"kind": "User", "name": "alice"}]),
+        ]
+    )
+    alice = attributes.UserInfo("alice", ("system:authenticated",))
+    grants = snapshot.grants(alice)
+    assert not list(powers.held(grants))  # by default only grants over every object of the kind
+    held = {(item.power.id, item.ask.name) for item in powers.held(grants, named=True)}
+    assert held == {("read-secrets", "db"), ("exec", "web")}  # no run-workloads: creates carry no name

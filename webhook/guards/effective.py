@@ -50,9 +50,16 @@ def first_per_power(items: Iterable[powers.Held]) -> list[powers.Held]:
 
 
 def account_powers(snapshot: rbac.Snapshot, namespace: str, account: str) -> list[powers.Held]:
-    """The powers a ServiceAccount holds, through its own, its namespace's and its groups' bindings."""
+    """The powers a ServiceAccount holds, through its own, its namespace's and its groups' bindings
+    (grants restricted by resourceNames count: reading one Secret is reading Secrets)."""
     user = rbac.service_account_user(namespace, account)
-    return first_per_power(powers.held(snapshot.grants(user)))
+    return first_per_power(powers.held(snapshot.grants(user), named=True))
+
+
+def rule_powers(rules: Iterable[rbac.Rule]) -> list[tuple[powers.Power, rbac.Rule]]:
+    """The powers a role's rules grant, a rule restricted to some names included (one Secret is still
+    a Secret the agent could not read itself)."""
+    return powers.powers_of_rules(rules, named=True)
 
 
 def describe_rule(rule: rbac.Rule) -> str:

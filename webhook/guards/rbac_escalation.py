@@ -14,8 +14,11 @@ This family judges the *content* of what the agent writes:
 Checks follow RBAC's matching rules (``k8s.io/component-helpers/auth/rbac``), but err on the side of
 denying: names are compared case-insensitively, ``resourceNames`` never make a dangerous rule safe,
 and any ``*`` inside a resource or URL counts as a wildcard even where RBAC would read it literally.
-The authorization side denies the verbs that no admission request ever shows (impersonate, and the
-escalate/bind checks RBAC performs) plus approving CSRs.
+The authorization side denies the verbs that no admission request ever shows (impersonate and the
+constrained ``impersonate:*`` verbs, and the escalate/bind checks RBAC performs) plus approving CSRs
+(the approval write and ``approve`` on ``signers``). A denied escalate/bind check while an agent
+writes a Role or binding does not stop the write: RBAC then checks that the agent already holds every
+permission it grants, and admission judges the object (the decision log says so).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes, powers, rbac
+from webhook import attributes, rbac
 from webhook.guards import base, effective
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 CERTIFICATES_GROUP = "certificates.k8s.io"
 
 ESCALATING_VERBS = ("escalate", "bind", "impersonate")
+# Constrained impersonation (KEP-5284): ``impersonate:user-info``, ``impersonate:serviceaccount``,
+# ``impersonate-on:<mode>:<verb>``, … each is impersonation, only narrower.
+IMPERSONATE_PREFIXES = ("impersonate:", "impersonate-on:")
 
 # Any verb on these is a credential, a shell, or control over the cluster's security machinery.
 SENSITIVE_RESOURCES = (
@@ -41,6 +47,7 @@ SENSITIVE_RESOURCES = (
     "pods/attach",
     "pods/portforward",
     "pods/proxy",
+    "pods/ephemeralcontainers",  # kubectl debug: a new container in a running pod, exec-equivalent
     "services/proxy",
     "nodes/proxy",
     "certificatesigningrequests/approval",
@@ -133,6 +140,7 @@ def _rule_problems(rule: Mapping[str, Any]) -> list[str]:
     if "*" in verbs:
         problems.append('verbs "*" (every verb, including escalate, bind and impersonate)')
     escalating = [v for v in ESCALATING_VERBS if v in verbs]
+    escalating += [v for v in verbs if v.startswith(IMPERSONATE_PREFIXES)]
     if escalating:
         problems.append(f"verbs {_quoted(escalating)}")
     if "*" in groups:
@@ -343,7 +351,7 @@ def _effective_binding_findings(request: attributes.AdmissionRequest, ctx: base.
         return
     if request.resource.resource == "rolebindings":
         rules = tuple(rule for rule in rules if rule.resources or rule.api_groups)
-    found = powers.powers_of_rules(rules)
+    found = effective.rule_powers(rules)
     if found:
         who = _listed([f"{k} {f'{ns}/' if ns else ''}{n}" for k, ns, n in sorted(subjects)]) or "nobody yet"
         yield (
@@ -375,7 +383,7 @@ def _effective_role_findings(request: attributes.AdmissionRequest, ctx: base.Con
     role = _role_in_request(request)
     if ctx.rbac is None or role is None:
         return
-    if role.aggregation is None and not powers.powers_of_rules(role.rules):
+    if role.aggregation is None and not effective.rule_powers(role.rules):
         return  # it grants no power, so it can give none to anyone, whatever aggregates it
     what = _describe(request)
     try:
@@ -388,9 +396,9 @@ def _effective_role_findings(request: attributes.AdmissionRequest, ctx: base.Con
     after = snapshot.with_role(role)
     for (kind, namespace, name), rules in snapshot.effective_changes(after):
         before = {
-            power.id for power, _ in powers.powers_of_rules(snapshot.rules_of(kind, name, namespace) or ())
+            power.id for power, _ in effective.rule_powers(snapshot.rules_of(kind, name, namespace) or ())
         }
-        added = [(power, rule) for power, rule in powers.powers_of_rules(rules) if power.id not in before]
+        added = [(power, rule) for power, rule in effective.rule_powers(rules) if power.id not in before]
         holders = after.holders(kind, name, namespace)
         if not added or not holders:
             continue
@@ -452,7 +460,7 @@ def check_access(request: attributes.AccessRequest, settings: Settings, ctx: bas
         return
     verb = request.verb.lower()
     target = request.resource_path or "(any resource)"
-    if verb in ESCALATING_VERBS:
+    if verb in ESCALATING_VERBS or verb.startswith(IMPERSONATE_PREFIXES):
         yield (
             f'the verb "{verb}" on {target} is not allowed for agents: it grants permissions or identities '
             f"beyond the agent's own; {ASK}"
@@ -461,6 +469,11 @@ def check_access(request: attributes.AccessRequest, settings: Settings, ctx: bas
         yield (
             f'{verb} on certificatesigningrequests/approval "{request.name}" is not allowed for agents: '
             f"approving a CSR issues a login certificate; {ASK}"
+        )
+    elif verb in ("approve", "*") and request.group == CERTIFICATES_GROUP and request.resource == "signers":
+        yield (
+            f'"{verb}" on certificates.k8s.io signers "{request.name}" is not allowed for agents: it is the '
+            f"permission to approve CertificateSigningRequests for that signer (a login certificate); {ASK}"
         )
 
 

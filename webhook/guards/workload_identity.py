@@ -22,8 +22,10 @@ where an account carries cloud identity without any mounted token (GKE Workload 
 Identity), set ``allowWithoutToken: false`` and the exemption is gone.
 
 The deprecated ``serviceAccount`` field counts when ``serviceAccountName`` is empty, as in the
-apiserver. An UPDATE that leaves the pod spec unchanged (scale, labels, ``rollout restart``) is
-allowed; one that changes it (a new image or command) is judged in full.
+apiserver. An UPDATE that leaves the pod spec unchanged (scale, labels, ``rollout restart``) or
+changes only container resources (``kubectl set resources`` for an OOM-killed workload) is allowed:
+the agent neither chose the account nor runs new code. One that changes anything else (image,
+command, args, env, volumes, the account) is judged in full.
 """
 
 from __future__ import annotations
@@ -117,26 +119,15 @@ def _armed_account(
     )
 
 
-def check_effective(
-    request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context
-) -> Iterator[str] | None:
-    """With an RBAC view: judge the account by what it holds (``default`` included); None without one.
+def _judge_by_grants(
+    request: attributes.AdmissionRequest, pod: podspec.PodSpec, settings: Settings, ctx: base.Context
+) -> Iterator[str]:
+    """With an RBAC view: judge the account by what it holds (``default`` included).
 
     An allow-listed account is trusted; a pod that gets no token cannot act as its account; any
     other account is refused when it holds a power of ``webhook.powers`` (through its own bindings,
     its namespace's or every ServiceAccount's groups), and allowed when it holds none.
     """
-    if ctx.rbac is None:
-        return None
-    return _effective_findings(request, settings, ctx)
-
-
-def _effective_findings(
-    request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context
-) -> Iterator[str]:
-    pod = podspec.pod_spec(request)
-    if pod is None or podspec.spec_unchanged(request):
-        return
     namespace = _namespace(request)
     field, account = account_of(pod)
     if settings.vouched(namespace, account) or _tokenless(pod, settings):
@@ -156,13 +147,17 @@ def _effective_findings(
 
 
 def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
-    by_grants = check_effective(request, settings, ctx)
-    if by_grants is not None:
-        yield from by_grants
-        return
-    pod = podspec.pod_spec(request)
-    if pod is None or podspec.spec_unchanged(request):
-        return
+    for pod in podspec.pod_specs(request, ctx):
+        if podspec.only_resources_changed(request, pod):
+            continue
+        if ctx.rbac is not None:
+            yield from _judge_by_grants(request, pod, settings, ctx)
+        else:
+            yield from _judge(request, pod, settings)
+
+
+def _judge(request: attributes.AdmissionRequest, pod: podspec.PodSpec, settings: Settings) -> Iterator[str]:
+    """Without an RBAC view: by the account's name (``default`` or allow-listed)."""
     namespace = _namespace(request)
     field, account = account_of(pod)
     if settings.allows(namespace, account):
@@ -203,5 +198,5 @@ FAMILY = base.Family(
     ),
     settings=Settings,
     admission=check,
-    rules=podspec.admission_rules(),
+    judges_pod_specs=True,
 )
