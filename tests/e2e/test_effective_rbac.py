@@ -344,3 +344,39 @@ def test_until_its_first_read_the_guard_refuses_what_needs_it(
         assert made.status == 201, made
         admin = enforcing.admin.request(kube.Request("POST", pods, running_as_default("admins")))
         assert admin.status == 201, f"nobody but agents is affected: {admin}"
+
+
+def test_every_worker_keeps_its_own_view(enforcing: stack.Stack, new_scene: SceneFactory) -> None:
+    """``--workers 2``: the watch threads start in each forked worker (threads do not survive a fork),
+    so whichever worker answers, an armed ``default`` is refused and a harmless one allowed."""
+    require_guard("workload-identity", enforcing)
+    if not enforcing.port:
+        pytest.skip("existing-cluster mode: no local guard process can be started next to the deployed one")
+    armed, harmless = new_scene("workers-armed"), new_scene("workers-harmless")
+    with enforcing.extra_guard("--workers", "2") as guard:
+        role = f"e2e-pod-starter-{armed.suffix}"
+        arm_default(enforcing, armed.namespace, "starter", cluster_role(role, CREATE_PODS))
+        path = f"{RBAC}/namespaces/{armed.namespace}/rolebindings/starter"
+        version = enforcing.admin.ok(kube.Request("GET", path)).body["metadata"]["resourceVersion"]
+        in_a_row, deadline, answer = 0, time.monotonic() + 15, {}
+        while in_a_row < 12 and time.monotonic() < deadline:  # new connections: both workers answer
+            answer = stack.readyz(guard)
+            in_a_row = in_a_row + 1 if stack.view_has(answer, "RoleBinding", version) else 0
+        assert in_a_row >= 12, f"the workers' views did not catch up: {answer}"
+        assert guard.output().count("RBAC view synced") == 2, "each worker reads RBAC itself"
+        enforcing.webhook.point_at(guard)
+        for attempt in range(6):
+            refused = enforcing.agent.request(
+                kube.Request(
+                    "POST", f"/api/v1/namespaces/{armed.namespace}/pods", running_as_default(f"a{attempt}")
+                )
+            )
+            assert denied(refused, "workload-identity") and "create pods or workloads" in refused.message, (
+                refused
+            )
+            allowed = enforcing.agent.request(
+                kube.Request(
+                    "POST", f"/api/v1/namespaces/{harmless.namespace}/pods", running_as_default(f"h{attempt}")
+                )
+            )
+            assert allowed.status == 201, allowed
