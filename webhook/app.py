@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import fastapi
 import orjson
 
-from webhook import attributes, decisionlog, engine, metrics, rbaccache, review
+from webhook import attributes, clientauth, decisionlog, engine, metrics, rbaccache, review
 
 log = logging.getLogger("agent-guard.app")
 
@@ -51,7 +51,9 @@ class State:
         self.max_body = max_body
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
+        self.metrics.watch_state(lambda: self.engine)  # budgets and approvals, read at scrape time
         self.policy_error: str | None = None
+        self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
         # The RBAC view the engine judges with (None: no source); ``/readyz`` reports its sync.
         self.rbac: rbaccache.RbacCache | None = None
 
@@ -155,8 +157,12 @@ class GuardApp:
         started = time.perf_counter()
         status = 500
         try:
+            refusal = self.state.clients.refusal(scope) if self.state.clients is not None else None
             if scope["method"] != "POST":
                 status, payload = 405, _error(405, f"use POST with a JSON {endpoint.envelope} body")
+            elif refusal is not None:
+                log.warning("/%s from %s refused: %s", endpoint.name, scope.get("client"), refusal)
+                status, payload = 403, _error(403, refusal)
             else:
                 status, payload = self._review(endpoint, await read_body(scope, receive, self.state.max_body))
         except Problem as exc:

@@ -71,14 +71,20 @@ class Watch:
 
 
 def compile_policy(
-    rules: Path, mode: policy.GlobalMode | None, rbac: base.RbacView | None = None
+    rules: Path,
+    mode: policy.GlobalMode | None,
+    previous: engine.Engine | None = None,
+    rbac: base.RbacView | None = None,
 ) -> engine.Engine:
     """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
 
     The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
-    policy reports lapsed exemptions exactly as a restart would.
+    policy reports lapsed exemptions exactly as a restart would. The runtime state of ``previous``
+    (destructive-budget ledger, watched Approvals, the RBAC view) carries over: a reload never
+    refills a budget. ``rbac`` is the RBAC view of a first engine (``serve --rbac-source``).
     """
-    judge = engine.Engine(policy.load(rules, mode), rbac=rbac)
+    loaded = policy.load(rules, mode)
+    judge = engine.Engine(loaded, rbac=rbac) if previous is None else previous.successor(loaded)
     for level, line in judge.exemption_status():
         log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
     return judge
@@ -89,17 +95,10 @@ def _routing(loaded: policy.Policy) -> tuple[object, ...]:
 
 
 class PolicyReloader:
-    def __init__(
-        self,
-        rules: Path,
-        mode: policy.GlobalMode | None,
-        state: app.State,
-        rbac: base.RbacView | None = None,
-    ) -> None:
+    def __init__(self, rules: Path, mode: policy.GlobalMode | None, state: app.State) -> None:
         self.rules = rules
         self.mode = mode
         self.state = state
-        self.rbac = rbac  # the same RBAC view for every engine the reloads build
         self.watch = Watch(lambda: policy.policy_files(rules))
 
     async def poll(self) -> None:
@@ -109,7 +108,7 @@ class PolicyReloader:
     async def reload(self) -> bool:
         state = self.state
         try:
-            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode, self.rbac)
+            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode, state.engine)
         except policy.PolicyError as exc:
             state.policy_error = str(exc)
             state.metrics.policy_reload(ok=False)

@@ -28,7 +28,18 @@ from typing import Any
 
 import uvicorn
 
-from webhook import app, certs, decisionlog, engine, metrics, policy, rbaccache, reload
+from webhook import (
+    app,
+    approvals_watch,
+    certs,
+    clientauth,
+    decisionlog,
+    engine,
+    metrics,
+    policy,
+    rbaccache,
+    reload,
+)
 
 log = logging.getLogger("agent-guard.server")
 
@@ -54,6 +65,10 @@ class Settings:
     shutdown_delay: float = 0.0  # keep serving (not ready) this long after SIGTERM
     shutdown_timeout: int = 20  # then give requests in flight this long (seconds)
     workers: int = 1  # processes sharing the listening socket
+    client_ca: Path | None = None  # reviews only from clients with a certificate from this CA
+    client_names: tuple[str, ...] = ()  # ... and (if any) one of these common names
+    approvals: bool = False  # watch Approval objects (human approvals) in the guard's namespace
+    kubeconfig: str | None = None  # for the approvals watch; None: the pod's ServiceAccount
     rbac_source: rbaccache.Source = rbaccache.NO_SOURCE  # none: guards judge RBAC by names only
 
 
@@ -81,7 +96,7 @@ def prepare_certs(cert_dir: Path) -> certs.Paths:
 
 def load_engine(settings: Settings, rbac: rbaccache.RbacCache | None = None) -> engine.Engine:
     try:
-        return reload.compile_policy(settings.rules, settings.mode, rbac)
+        return reload.compile_policy(settings.rules, settings.mode, rbac=rbac)
     except policy.PolicyError as exc:
         raise ServeError(f"invalid policy:\n{exc}") from exc
 
@@ -94,6 +109,7 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
 
     return uvicorn.Config(
         asgi_app,
+        http=clientauth.protocol() if settings.client_ca is not None else "auto",
         host=settings.host,
         port=settings.port,
         ssl_context_factory=_context,
@@ -124,9 +140,12 @@ class Server(uvicorn.Server):
         self.reloader = task
         self.drain_until: float | None = None
         self._signalled: list[int] = []
+        self.watcher: approvals_watch.Watcher | None = None  # started per (worker) process in serve
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         task = asyncio.create_task(self.reloader.run()) if self.settings.reload_interval > 0 else None
+        if self.watcher is not None:
+            self.watcher.start()
         if self.state.rbac is not None:
             self.state.rbac.start()  # here, not in build(): each forked worker needs its own threads
         try:
@@ -134,6 +153,8 @@ class Server(uvicorn.Server):
         finally:
             if task is not None:
                 task.cancel()
+            if self.watcher is not None:
+                self.watcher.stop()
             if self.state.rbac is not None:
                 self.state.rbac.stop()
 
@@ -185,10 +206,16 @@ def build(settings: Settings) -> Server:
     state.metrics.policy_loaded.set_to_current_time()
     paths = prepare_certs(settings.cert_dir)
     context = tls_context(paths.cert, paths.key)
+    if settings.client_ca is not None:
+        try:
+            clientauth.require(context, settings.client_ca)
+        except clientauth.ClientAuthError as exc:
+            raise ServeError(str(exc)) from exc
+        state.clients = clientauth.Clients(frozenset(settings.client_names))
     state.metrics.certificate_in_use(certs.not_after(paths.cert))
     reloader = reload.Reloader(
         settings.reload_interval,
-        reload.PolicyReloader(settings.rules, settings.mode, state, cache),
+        reload.PolicyReloader(settings.rules, settings.mode, state),
         reload.CertificateReloader(paths, context, state),
     )
     asgi = app.create_app(state, on_decision=decisionlog.Writer(sys.stdout.buffer))
@@ -201,7 +228,15 @@ def build(settings: Settings) -> Server:
         settings.host,
         settings.port,
     )
-    return Server(config, state, settings, reloader)
+    built = Server(config, state, settings, reloader)
+    if settings.approvals:
+        kubeconfig = settings.kubeconfig
+        built.watcher = approvals_watch.Watcher(
+            state.engine.approvals,
+            state.engine.policy.guard_namespace,
+            lambda: approvals_watch.api_client(kubeconfig),
+        )
+    return built
 
 
 def serve(settings: Settings) -> int:

@@ -9,6 +9,7 @@ and knobs stay in policy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Generic, Literal, Protocol, TypeVar
@@ -16,7 +17,7 @@ from typing import Annotated, Generic, Literal, Protocol, TypeVar
 import pydantic
 from pydantic import alias_generators
 
-from webhook import attributes, rbac
+from webhook import attributes, budget, rbac
 
 Mode = Literal["enforce", "dry-run", "off"]
 
@@ -88,6 +89,10 @@ class Context:
     # The policy's ``podTemplates``: more (group, resource) -> pod spec paths, and the shape detector.
     pod_templates: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     detect_pod_templates: bool = False
+    # State that outlives one request (destructive budgets) and the clock it is read against. The
+    # server passes one ledger to every engine it builds, so a policy reload keeps the counts.
+    ledger: budget.Ledger = field(default_factory=budget.Ledger)
+    clock: Callable[[], float] = time.time
     rbac: RbacView | None = None
 
 
@@ -104,6 +109,7 @@ S = TypeVar("S", bound=GuardSettings)
 
 AdmissionCheck = Callable[[attributes.AdmissionRequest, S, Context], Iterable[str]]
 AccessCheck = Callable[[attributes.AccessRequest, S, Context], Iterable[str]]
+Settle = Callable[[attributes.AdmissionRequest, S, Context], None]
 
 
 @dataclass(frozen=True)
@@ -119,3 +125,6 @@ class Family(Generic[S]):
     # Judges pod specs (``podspec``): the webhook then also routes every kind that carries one,
     # including the ones the policy's ``podTemplates`` adds.
     judges_pod_specs: bool = False
+    # Called once an agent's admission request has been admitted (allowed, or denied only in
+    # dry-run): the one place a family may record state, so refused requests never count.
+    settle: Settle[S] | None = None
