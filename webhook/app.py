@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import fastapi
 import orjson
 
-from webhook import attributes, clientauth, decisionlog, engine, metrics, review
+from webhook import attributes, clientauth, decisionlog, engine, metrics, rbaccache, review
 
 log = logging.getLogger("agent-guard.app")
 
@@ -55,6 +55,8 @@ class State:
         self.metrics.track(endpoint.name for endpoint in ENDPOINTS.values())
         self.policy_error: str | None = None
         self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
+        # The RBAC view the engine judges with (None: no source); ``/readyz`` reports its sync.
+        self.rbac: rbaccache.RbacCache | None = None
 
 
 Scope = MutableMapping[str, Any]
@@ -230,6 +232,11 @@ def create_app(state: State, on_decision: Callable[[dict[str, Any]], None]) -> G
         answer: dict[str, Any] = {"status": "ok", "policy": list(state.engine.policy.sources)}
         if state.policy_error is not None:  # still ready: the last good policy is in force
             answer["policyReloadError"] = state.policy_error
+        if state.rbac is not None:
+            answer["rbac"] = state.rbac.status()
+            if not state.rbac.synced:  # not ready before the first RBAC read: agents would be refused
+                answer["status"] = "waiting for the first read of the cluster's RBAC objects"
+                return _json(answer, 503)
         return _json(answer)
 
     @app.get("/metrics")

@@ -129,12 +129,14 @@ class Engine:
         ledger: budget.Ledger | None = None,
         clock: Callable[[], float] = time.time,
         approved: approvals.Store | None = None,
+        rbac: base.RbacView | None = None,
     ) -> None:
         self.policy = compiled
         self.today = today
         self.clock = clock
         self.ledger = ledger if ledger is not None else budget.Ledger()
         self.approvals = approved if approved is not None else approvals.Store()
+        self.rbac = rbac  # None: no RBAC source, the guards judge by names (see guards.base.Context)
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
         self.context = base.Context(
@@ -144,6 +146,7 @@ class Engine:
             detect_pod_templates=compiled.pod_templates.detect,
             ledger=self.ledger,
             clock=clock,
+            rbac=rbac,
         )
         families = compiled.families.by_id
         active = []
@@ -157,7 +160,14 @@ class Engine:
 
     def successor(self, compiled: policy.Policy) -> Engine:
         """An engine for a reloaded policy that keeps this one's clocks and runtime state."""
-        return Engine(compiled, self.today, ledger=self.ledger, clock=self.clock, approved=self.approvals)
+        return Engine(
+            compiled,
+            self.today,
+            ledger=self.ledger,
+            clock=self.clock,
+            approved=self.approvals,
+            rbac=self.rbac,
+        )
 
     def exemption_status(self) -> list[tuple[str, str]]:
         """``(level, line)`` per exemption: active, expired or naming a non-agent (for logs and CLI)."""
@@ -280,15 +290,21 @@ class Engine:
         )
 
 
-def compile_policy(rules: Path, mode: policy.GlobalMode | None, previous: Engine | None = None) -> Engine:
+def compile_policy(
+    rules: Path,
+    mode: policy.GlobalMode | None,
+    previous: Engine | None = None,
+    rbac: base.RbacView | None = None,
+) -> Engine:
     """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
 
     The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
     policy reports lapsed exemptions exactly as a restart would. The runtime state of ``previous``
-    (destructive-budget ledger, watched Approvals) carries over: a reload never refills a budget.
+    (destructive-budget ledger, watched Approvals, the RBAC view) carries over: a reload never
+    refills a budget. ``rbac`` is the RBAC view of a first engine (``serve --rbac-source``).
     """
     loaded = policy.load(rules, mode)
-    judge = Engine(loaded) if previous is None else previous.successor(loaded)
+    judge = Engine(loaded, rbac=rbac) if previous is None else previous.successor(loaded)
     for level, line in judge.exemption_status():
         log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
     return judge

@@ -18,7 +18,7 @@ def _messages(shipped: policy.Policy) -> list[engine.Finding]:
         if not path.name.startswith("deny."):
             continue
         data = test_fixtures._load(path)
-        judge = test_fixtures._engine_for(shipped.with_mode("dry-run"), data.get("settings"))
+        judge = test_fixtures._engine_for(shipped.with_mode("dry-run"), data)
         for finding in test_fixtures._judge(judge, data, data.get("user", reviews.AGENT)).findings:
             found.setdefault(finding.message, finding)
     return list(found.values())

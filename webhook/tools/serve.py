@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from webhook import app, certs, decisionlog, reload, server
+from webhook import app, certs, decisionlog, rbaccache, reload, server
 from webhook.tools import command
 
 
@@ -65,6 +65,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch Approval objects in the guard's namespace so humans can approve approvable denials",
     )
     parser.add_argument("--kubeconfig", help="for --approvals (default: the pod's ServiceAccount)")
+    parser.add_argument(
+        "--rbac-source",
+        type=_rbac_source,
+        default=rbaccache.NO_SOURCE,
+        metavar="none|in-cluster|kubeconfig:PATH",
+        help="where the guard reads Roles, ClusterRoles and bindings to judge by effective permissions "
+        "(watched, read-only); none (default): judge RBAC objects and pod specs by names only "
+        "(docs/rbac.md)",
+    )
+
+
+def _rbac_source(text: str) -> rbaccache.Source:
+    try:
+        return rbaccache.Source.parse(text)
+    except rbaccache.SourceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         client_names=tuple(args.client_name),
         approvals=args.approvals,
         kubeconfig=args.kubeconfig,
+        rbac_source=args.rbac_source,
     )
     try:
         return server.serve(settings)
