@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from webhook import certs, guards, manifests, policy
+from webhook import certs, guards, manifests, podspec, policy
 
 CHART_NAME = "kube-agent-guard"
 DISTRIBUTION = "kube-agent-guard"
@@ -257,10 +257,13 @@ def _cert_manager(path: Path, part_of: dict[str, str]) -> str:
 
 
 def _families() -> str:
-    """Each guard family's admission rules, for the template that merges those not set off."""
-    data = [
+    """Each guard family's admission rules, for the template that merges those not set off, and
+    what the pod-spec families add (``podspec.admission_rules``): the built-in kinds that carry pod
+    specs and the pod subresources; the template adds the policy's ``podTemplates`` to them."""
+    families = [
         {
             "id": family.id,
+            "judgesPodSpecs": family.judges_pod_specs,
             "rules": [
                 {
                     "apiGroups": list(rule.api_groups),
@@ -272,8 +275,19 @@ def _families() -> str:
         }
         for family in guards.families()
     ]
-    text = yaml.safe_dump(data, sort_keys=False, width=1 << 16)
-    return '{{- define "agent-guard.families" }}\n' + text + "{{- end }}\n"
+    pod_specs = {
+        "kinds": [{"group": group, "resource": resource} for group, resource in podspec.TEMPLATE_PATHS],
+        "subresources": [f"pods/{sub}" for sub in sorted(podspec.POD_SUBRESOURCES) if sub],
+        "operations": ["CREATE", "UPDATE"],
+    }
+
+    def dump(data: Any) -> str:
+        return yaml.safe_dump(data, sort_keys=False, width=1 << 16)
+
+    return (
+        '{{- define "agent-guard.families" }}\n' + dump(families) + "{{- end }}\n"
+        '{{- define "agent-guard.podSpecKinds" }}\n' + dump(pod_specs) + "{{- end }}\n"
+    )
 
 
 def _values(deployment: dict[str, Any], rules: Path) -> str:
@@ -361,7 +375,8 @@ def render(manifests_dir: Path, rules: Path) -> dict[str, str]:
             body = _deployment(obj, template, part_of)
         else:
             body = template.render(_common(obj, template, part_of))
-        files[f"templates/{name}"] = HEADER + body
+        path = f"templates/{name}"  # a file of several objects stays one template of several
+        files[path] = files[path] + "---\n" + body if path in files else HEADER + body
     files["templates/webhook.yaml"] = HEADER + VALIDATE + _webhook(loaded, _Template(), part_of)
     files["templates/policy.yaml"] = HEADER + _policy_configmap(_Template(), part_of)
     # The components' objects are outside the base, so kustomize gives them none of its labels.

@@ -200,6 +200,12 @@ AGENT_VARIANTS: dict[str, dict[str, Any]] = {
     "usernames-only": {"serviceAccounts": [], "groups": [], "usernames": ["only-me"]},
     "one-service-account": {"serviceAccounts": ["a/b"], "groups": []},
 }
+POD_TEMPLATE_VARIANTS: dict[str, dict[str, Any]] = {
+    "custom-kind": {
+        "kinds": [{"group": "example.com", "resource": "widgets", "paths": ["spec.template.spec"]}]
+    },
+    "detect": {"detect": True, "kinds": [{"group": "", "resource": "things", "paths": ["spec"]}]},
+}
 
 
 def _policy_values(tmp_path: Path, section: dict[str, Any]) -> list[str]:
@@ -230,6 +236,16 @@ def test_agents_in_values_become_the_match_conditions(
     docs = template(helm, helm_home, *tls_values(tree), *values)
     mounted = _webhook_is_what_the_guard_renders(docs, tmp_path, tree)
     assert mounted.agents.usernames == tuple(AGENT_VARIANTS[variant].get("usernames", ()))
+
+
+@pytest.mark.parametrize("variant", sorted(POD_TEMPLATE_VARIANTS))
+def test_pod_templates_in_values_route_their_kinds(
+    helm: Path, helm_home: Path, tree: Path, tmp_path: Path, variant: str
+) -> None:
+    values = _policy_values(tmp_path, {"podTemplates": POD_TEMPLATE_VARIANTS[variant]})
+    docs = template(helm, helm_home, *tls_values(tree), *values)
+    mounted = _webhook_is_what_the_guard_renders(docs, tmp_path, tree)
+    assert mounted.pod_templates.detect is (variant == "detect")
 
 
 def test_guards_set_off_leave_the_rules_and_settings_reach_the_policy(
@@ -319,9 +335,12 @@ def test_another_namespace_moves_every_object_and_name(helm: Path, helm_home: Pa
         helm, helm_home, "--set-file", files, "--set", f"policy.guardNamespace={other}", namespace=other
     )
     assert one(docs, "Namespace")["metadata"]["name"] == other
+    cluster_scoped = ("Namespace", "ValidatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding")
     for doc in docs:
-        if doc["kind"] not in ("Namespace", "ValidatingWebhookConfiguration"):
+        if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == other, doc["kind"]
+        for subject in doc.get("subjects", []):
+            assert subject["namespace"] == other, doc["kind"]
     hook = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
     assert hook["clientConfig"]["service"]["namespace"] == other
     certificates = template(

@@ -65,7 +65,15 @@ def test_authorization_configuration_by_release(
 
 
 def test_cli_renders_for_the_release_and_refuses_old_ones() -> None:
-    command = [sys.executable, "-m", "webhook", "manifests", "authz", "--ca-bundle", "Q0E="]
+    command = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "manifests",
+        "authz",
+        "--ca-file",
+        "/etc/kubernetes/agent-guard/ca.crt",
+    ]
     result = subprocess.run(
         [*command, "--kubernetes-version", "1.31"],
         capture_output=True,

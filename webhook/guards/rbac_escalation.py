@@ -14,8 +14,11 @@ This family judges the *content* of what the agent writes:
 Checks follow RBAC's matching rules (``k8s.io/component-helpers/auth/rbac``), but err on the side of
 denying: names are compared case-insensitively, ``resourceNames`` never make a dangerous rule safe,
 and any ``*`` inside a resource or URL counts as a wildcard even where RBAC would read it literally.
-The authorization side denies the verbs that no admission request ever shows (impersonate, and the
-escalate/bind checks RBAC performs) plus approving CSRs.
+The authorization side denies the verbs that no admission request ever shows (impersonate and the
+constrained ``impersonate:*`` verbs, and the escalate/bind checks RBAC performs) plus approving CSRs
+(the approval write and ``approve`` on ``signers``). A denied escalate/bind check while an agent
+writes a Role or binding does not stop the write: RBAC then checks that the agent already holds every
+permission it grants, and admission judges the object (the decision log says so).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes
+from webhook import attributes, effective, rbac
 from webhook.guards import base
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 CERTIFICATES_GROUP = "certificates.k8s.io"
 
 ESCALATING_VERBS = ("escalate", "bind", "impersonate")
+# Constrained impersonation (KEP-5284): ``impersonate:user-info``, ``impersonate:serviceaccount``,
+# ``impersonate-on:<mode>:<verb>``, … each is impersonation, only narrower.
+IMPERSONATE_PREFIXES = ("impersonate:", "impersonate-on:")
 
 # Any verb on these is a credential, a shell, or control over the cluster's security machinery.
 SENSITIVE_RESOURCES = (
@@ -41,6 +47,7 @@ SENSITIVE_RESOURCES = (
     "pods/attach",
     "pods/portforward",
     "pods/proxy",
+    "pods/ephemeralcontainers",  # kubectl debug: a new container in a running pod, exec-equivalent
     "services/proxy",
     "nodes/proxy",
     "certificatesigningrequests/approval",
@@ -133,6 +140,7 @@ def _rule_problems(rule: Mapping[str, Any]) -> list[str]:
     if "*" in verbs:
         problems.append('verbs "*" (every verb, including escalate, bind and impersonate)')
     escalating = [v for v in ESCALATING_VERBS if v in verbs]
+    escalating += [v for v in verbs if v.startswith(IMPERSONATE_PREFIXES)]
     if escalating:
         problems.append(f"verbs {_quoted(escalating)}")
     if "*" in groups:
@@ -281,6 +289,132 @@ def _binding_findings(
             yield f"{what}: subjects[{index}] {problem}"
 
 
+# --- effective permissions (with an RBAC view) -----------------------------------------------------
+
+
+def _binding_namespace(request: attributes.AdmissionRequest, obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    if request.namespace or not isinstance(metadata, Mapping):
+        return request.namespace
+    return str(metadata.get("namespace") or "")
+
+
+def _subject_keys(obj: Mapping[str, Any] | None, namespace: str) -> set[tuple[str, str, str]]:
+    subjects = obj.get("subjects") if obj is not None else None
+    keys = set()
+    for subject in subjects if isinstance(subjects, list) else ():
+        if isinstance(subject, Mapping):
+            kind = str(subject.get("kind", ""))
+            subject_namespace = str(
+                subject.get("namespace") or (namespace if kind == "ServiceAccount" else "")
+            )
+            keys.add((kind, subject_namespace, str(subject.get("name", ""))))
+    return keys
+
+
+def _listed(items: list[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
+
+
+def _effective_binding_findings(request: attributes.AdmissionRequest, ctx: base.Context) -> Iterator[str]:
+    """A binding is judged by the effective rules of the role it references (custom and aggregated
+    roles included): handing any power of ``webhook.powers`` to anyone is refused. An UPDATE that
+    adds no subject hands nothing to anyone new and is left to the name-based checks."""
+    obj = request.object
+    if ctx.rbac is None or obj is None:
+        return
+    what = _describe(request)
+    namespace = _binding_namespace(request, obj)
+    ref = obj.get("roleRef")
+    kind = str(ref.get("kind", "")) if isinstance(ref, Mapping) else ""
+    name = str(ref.get("name", "")) if isinstance(ref, Mapping) else ""
+    if kind not in (rbac.ROLE, rbac.CLUSTER_ROLE) or not name:
+        return  # the apiserver rejects such a binding itself
+    subjects = _subject_keys(obj, namespace)
+    if request.operation == "UPDATE" and subjects <= _subject_keys(request.old_object, namespace):
+        return
+    role = f'{kind} "{namespace}/{name}"' if kind == rbac.ROLE else f'{kind} "{name}"'
+    try:
+        snapshot = effective.snapshot(ctx)
+    except effective.NotSynced:
+        yield f"{what}: {effective.not_synced(f'what roleRef {role} grants')}"
+        return
+    if snapshot is None:
+        return
+    rules = snapshot.rules_of(kind, name, namespace if kind == rbac.ROLE else "")
+    if rules is None:
+        yield (
+            f"{what}: roleRef {role} is not in the guard's RBAC view yet, so what it grants cannot be "
+            f"judged; if you just created it, {effective.RETRY}"
+        )
+        return
+    if request.resource.resource == "rolebindings":
+        rules = tuple(rule for rule in rules if rule.resources or rule.api_groups)
+    found = effective.rule_powers(rules)
+    if found:
+        who = _listed([f"{k} {f'{ns}/' if ns else ''}{n}" for k, ns, n in sorted(subjects)]) or "nobody yet"
+        yield (
+            f"{what}: roleRef {role} grants powers the guard denies to agents, and the binding would hand "
+            f"them to {who}, whose requests the guard does not judge: {effective.describe_powers(found)}; "
+            f"bind a role with only the verbs and resources needed, without these, or {ASK}"
+        )
+
+
+def _role_in_request(request: attributes.AdmissionRequest) -> rbac.Role | None:
+    obj = request.object
+    if obj is None:
+        return None
+    kind = rbac.CLUSTER_ROLE if request.resource.resource == "clusterroles" else rbac.ROLE
+    metadata = dict(obj.get("metadata") or {}) if isinstance(obj.get("metadata"), Mapping) else {}
+    metadata.setdefault("name", request.name)
+    if kind == rbac.ROLE and not metadata.get("namespace"):
+        metadata["namespace"] = request.namespace
+    try:
+        return rbac.role_from_dict({**obj, "metadata": metadata}, kind)
+    except rbac.RbacObjectError:
+        return None  # the apiserver rejects a role without a name or namespace itself
+
+
+def _effective_role_findings(request: attributes.AdmissionRequest, ctx: base.Context) -> Iterator[str]:
+    """A Role/ClusterRole write that would give a power to someone already bound to it, directly or
+    through a ClusterRole that aggregates it, is refused (binding a harmless role first and filling
+    it afterwards is the same escalation as binding a powerful one)."""
+    role = _role_in_request(request)
+    if ctx.rbac is None or role is None:
+        return
+    if role.aggregation is None and not effective.rule_powers(role.rules):
+        return  # it grants no power, so it can give none to anyone, whatever aggregates it
+    what = _describe(request)
+    try:
+        snapshot = effective.snapshot(ctx)
+    except effective.NotSynced:
+        yield f"{what}: {effective.not_synced('who is bound to it')}"
+        return
+    if snapshot is None:
+        return
+    after = snapshot.with_role(role)
+    for (kind, namespace, name), rules in snapshot.effective_changes(after):
+        before = {
+            power.id for power, _ in effective.rule_powers(snapshot.rules_of(kind, name, namespace) or ())
+        }
+        added = [(power, rule) for power, rule in effective.rule_powers(rules) if power.id not in before]
+        holders = after.holders(kind, name, namespace)
+        if not added or not holders:
+            continue
+        target = f'{kind} "{namespace}/{name}"' if namespace else f'{kind} "{name}"'
+        via = (
+            ""
+            if (kind, namespace, name) == (role.kind, role.namespace, role.name)
+            else " (it aggregates this one)"
+        )
+        who = _listed([f"{subject.describe()} through {binding.ref}" for binding, subject in holders])
+        yield (
+            f"{what} would give powers the guard denies to agents to those already bound to {target}{via}: "
+            f"{who}. The powers: {effective.describe_powers(added)}; keep the role without these, or {ASK}"
+        )
+
+
 # --- CertificateSigningRequests -------------------------------------------------------------------
 
 
@@ -313,8 +447,10 @@ def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Co
     if group == RBAC_GROUP and not request.sub_resource:
         if resource in ("roles", "clusterroles"):
             yield from _role_findings(request)
+            yield from _effective_role_findings(request, ctx)
         elif resource in ("rolebindings", "clusterrolebindings"):
             yield from _binding_findings(request, settings, ctx)
+            yield from _effective_binding_findings(request, ctx)
     elif group == CERTIFICATES_GROUP and resource == "certificatesigningrequests":
         yield from _csr_findings(request)
 
@@ -324,7 +460,7 @@ def check_access(request: attributes.AccessRequest, settings: Settings, ctx: bas
         return
     verb = request.verb.lower()
     target = request.resource_path or "(any resource)"
-    if verb in ESCALATING_VERBS:
+    if verb in ESCALATING_VERBS or verb.startswith(IMPERSONATE_PREFIXES):
         yield (
             f'the verb "{verb}" on {target} is not allowed for agents: it grants permissions or identities '
             f"beyond the agent's own; {ASK}"
@@ -333,6 +469,11 @@ def check_access(request: attributes.AccessRequest, settings: Settings, ctx: bas
         yield (
             f'{verb} on certificatesigningrequests/approval "{request.name}" is not allowed for agents: '
             f"approving a CSR issues a login certificate; {ASK}"
+        )
+    elif verb in ("approve", "*") and request.group == CERTIFICATES_GROUP and request.resource == "signers":
+        yield (
+            f'"{verb}" on certificates.k8s.io signers "{request.name}" is not allowed for agents: it is the '
+            f"permission to approve CertificateSigningRequests for that signer (a login certificate); {ASK}"
         )
 
 

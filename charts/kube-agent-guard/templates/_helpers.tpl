@@ -40,10 +40,13 @@ The same as manifests.admission_rules in Python; the chart tests compare the two
 {{- define "agent-guard.admissionRules" -}}
 {{- $guards := .Values.policy.guards | default dict }}
 {{- $merged := dict }}
+{{- $podSpecRules := include "agent-guard.podSpecRules" . | fromYamlArray }}
 {{- range $family := include "agent-guard.families" . | fromYamlArray }}
 {{- $settings := get $guards $family.id | default dict }}
 {{- if ne (toString (get $settings "mode")) "off" }}
-{{- range $rule := $family.rules }}
+{{- $familyRules := $family.rules }}
+{{- if $family.judgesPodSpecs }}{{ $familyRules = concat $familyRules $podSpecRules }}{{ end }}
+{{- range $rule := $familyRules }}
 {{- $groups := sortAlpha $rule.apiGroups }}{{ $operations := sortAlpha $rule.operations }}
 {{- /* \x01 between items and \x00 between the two lists sort like Python's tuples. */ -}}
 {{- $key := printf "%s\x00%s" (join "\x01" $groups) (join "\x01" $operations) }}
@@ -63,6 +66,28 @@ The same as manifests.admission_rules in Python; the chart tests compare the two
 {{- range $key := keys $merged | sortAlpha }}
 {{- $entry := get $merged $key }}
 {{- $rules = append $rules (dict "apiGroups" $entry.apiGroups "apiVersions" (list "*") "operations" $entry.operations "resources" (sortAlpha $entry.resources) "scope" "*") }}
+{{- end }}
+{{- toYaml $rules }}
+{{- end }}
+
+{{- /*
+The rules that route every write carrying a pod spec (podspec.admission_rules): the built-in kinds
+and the policy's podTemplates.kinds, the pod subresources, and with podTemplates.detect every
+resource (the shape detector must see kinds no table knows). Merged like every family's rules.
+*/ -}}
+{{- define "agent-guard.podSpecRules" -}}
+{{- $table := include "agent-guard.podSpecKinds" . | fromYaml }}
+{{- $templates := .Values.policy.podTemplates | default dict }}
+{{- $detect := $templates.detect | default false }}
+{{- $rules := list }}
+{{- range $kind := concat $table.kinds ($templates.kinds | default list) }}
+{{- if or (not $detect) (eq $kind.group "") }}
+{{- $rules = append $rules (dict "apiGroups" (list $kind.group) "operations" $table.operations "resources" (list $kind.resource)) }}
+{{- end }}
+{{- end }}
+{{- $rules = append $rules (dict "apiGroups" (list "") "operations" $table.operations "resources" $table.subresources) }}
+{{- if $detect }}
+{{- $rules = append $rules (dict "apiGroups" (list "*") "operations" $table.operations "resources" (list "*")) }}
 {{- end }}
 {{- toYaml $rules }}
 {{- end }}
