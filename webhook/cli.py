@@ -99,6 +99,7 @@ def _manifests_authz(args: argparse.Namespace) -> int:
             ca_bundle=bundle,
             ca_file=args.ca_file,
             kubeconfig_path=args.kubeconfig_path,
+            tls_server_name=args.tls_server_name,
         )
     except policy.PolicyError as exc:
         print(f"invalid policy:\n{exc}", file=sys.stderr)
@@ -257,6 +258,12 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=manifests.DEFAULT_AUTHZ_URL,
         help=f"where the kube-apiserver reaches the guard; /authorize is appended (default "
         f"{manifests.DEFAULT_AUTHZ_URL})",
+    )
+    authz.add_argument(
+        "--tls-server-name",
+        default="",
+        help="the name to verify in the guard's certificate when --url is an address, e.g. a fixed "
+        "ClusterIP: agent-guard.agent-guard-system.svc (docs/deploy.md)",
     )
     authz.add_argument(
         "--kubeconfig-path",

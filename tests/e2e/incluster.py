@@ -291,6 +291,7 @@ def up(target: cluster.Target, workdir: Path) -> Iterator[InClusterStack]:
         webhook=DeployedWebhook(admin, agent, loaded, ca_bundle),
         guard=None,
         guards=[],
+        authorizer=target.guard_authorizer,
         deployment_path=f"/apis/apps/v1/namespaces/{loaded.guard_namespace}/deployments/{DEPLOYMENT}",
     )
     deployed.wait_for_rollout(int(deployed.deployment()["spec"].get("replicas", 1)))

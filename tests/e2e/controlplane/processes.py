@@ -224,7 +224,7 @@ class Pki:
         return self.directory / "tokens.csv"
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(directory: Path, extra_tokens: Sequence[str] = ()) -> Pki:
     # SANs: localhost, 127.0.0.1, ::1 and kubernetes.default.svc(.cluster.local): what clients dial.
     certs.generate(directory, service="kubernetes", namespace="default")
     pki = Pki(directory, admin_token=secrets.token_urlsafe(32))
@@ -238,7 +238,9 @@ def make_pki(directory: Path) -> Pki:
         signing.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     # token,user,uid,"groups": system:masters bypasses every authorizer, like a kubeadm admin.
-    pki.tokens.write_text(f'{pki.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+    # ``extra_tokens``: more lines of that file (the real node's kubelet and controllers).
+    lines = [f'{pki.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"', *extra_tokens]
+    pki.tokens.write_text("".join(f"{line}\n" for line in lines))
     pki.tokens.chmod(0o600)
     return pki
 
@@ -256,8 +258,18 @@ class ApiServer:
     audit_log: Path
 
 
-def start_apiserver(binary: Path, workdir: Path, etcd: Etcd, authorization_config: Path) -> ApiServer:
-    pki = make_pki(workdir / "pki")
+def start_apiserver(
+    binary: Path,
+    workdir: Path,
+    etcd: Etcd,
+    authorization_config: Path,
+    *,
+    extra_flags: Sequence[str] = (),
+    extra_tokens: Sequence[str] = (),
+) -> ApiServer:
+    """``extra_flags`` come last (a repeated flag overrides ours); the real node passes the kubelet
+    client certificate, ``extra_tokens`` its components' credentials."""
+    pki = make_pki(workdir / "pki", extra_tokens)
     audit_policy = workdir / "audit-policy.yaml"
     audit_policy.write_text(AUDIT_POLICY)
     audit_log = workdir / "audit.log"
@@ -290,6 +302,7 @@ def start_apiserver(binary: Path, workdir: Path, etcd: Etcd, authorization_confi
             "--endpoint-reconciler-type=none",  # 127.0.0.1 is no valid endpoint and nothing needs one
             "--profiling=false",
             "--v=1",
+            *extra_flags,
         ]
         return start("kube-apiserver", command, workdir / "kube-apiserver.log"), f"{url}/readyz"
 
@@ -318,13 +331,27 @@ class ControlPlane:
 
 @contextlib.contextmanager
 def running(
-    workdir: Path, etcd_binary: Path, apiserver_binary: Path, authorization_config: Path
+    workdir: Path,
+    etcd_binary: Path,
+    apiserver_binary: Path,
+    authorization_config: Path,
+    *,
+    extra_flags: Sequence[str] = (),
+    extra_tokens: Sequence[str] = (),
 ) -> Iterator[ControlPlane]:
-    """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit."""
+    """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit.
+    ``extra_flags`` and ``extra_tokens``: see ``start_apiserver``."""
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         etcd = start_etcd(etcd_binary, workdir)
         stack.callback(etcd.process.stop)
-        apiserver = start_apiserver(apiserver_binary, workdir, etcd, authorization_config)
+        apiserver = start_apiserver(
+            apiserver_binary,
+            workdir,
+            etcd,
+            authorization_config,
+            extra_flags=extra_flags,
+            extra_tokens=extra_tokens,
+        )
         stack.callback(apiserver.process.stop)
         yield ControlPlane(workdir, etcd, apiserver)
