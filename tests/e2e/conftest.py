@@ -20,6 +20,9 @@ from tests.e2e import attacks, cluster, incluster, kube, stack
 from tests.e2e.controlplane import binaries, host, images, node
 from webhook import guards
 
+# The real-node scenarios need the real node (make e2e-node): not collected in any other mode.
+collect_ignore = [] if cluster.mode() == "node" else ["node"]
+
 BINARIES = pytest.StashKey[dict[str, Path]]()
 BUILD_PROBLEM = pytest.StashKey[str]()
 DIAGNOSTICS = pytest.StashKey[Callable[[], str]]()

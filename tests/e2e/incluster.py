@@ -64,7 +64,11 @@ def dry_run_answer(reply: kube.Reply) -> bool:
 
 
 def unreachable_answer(reply: kube.Reply) -> bool:
-    return reply.status == 500 and "failed calling webhook" in reply.message
+    """No replica answers: admission fails closed, or, where the apiserver also asks the guard's
+    authorizer (the real node), the authorizer's failure comes first."""
+    return reply.status == 500 and (
+        "failed calling webhook" in reply.message or "/authorize" in reply.message
+    )
 
 
 class DeployedWebhook(stack.Webhook):

@@ -57,6 +57,10 @@ GUARD_CLUSTER_IP = "10.96.0.250"  # manifests/components/fixed-cluster-ip
 GUARD_NAMESPACE = "agent-guard-system"
 GUARD_SERVER_NAME = f"agent-guard.{GUARD_NAMESPACE}.svc"
 OVERLAY = Path(__file__).resolve().parents[1] / "node" / "overlay"
+# How often the kubelet syncs every pod, and with it the ConfigMap and Secret volumes the guard
+# reloads from. The kubelet's default is 1m; 10s keeps the hot-reload scenarios short, and the
+# measured delay is reported with this value (docs/testing.md).
+KUBELET_SYNC_FREQUENCY = "10s"
 READY_TIMEOUT_SECONDS = 180.0
 ROLLOUT_TIMEOUT_SECONDS = 240.0
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
@@ -249,6 +253,7 @@ def kubelet_config(directory: Path, client_ca: Path, runtime: Path, port: int) -
         # A shared build machine's disk is often fuller than the defaults allow: no evictions.
         "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "shutdownGracePeriod": "0s",
+        "syncFrequency": KUBELET_SYNC_FREQUENCY,
         "protectKernelDefaults": False,
     }
     directory.mkdir(parents=True, exist_ok=True)
