@@ -129,6 +129,7 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             with provided as up:
                 config.stash[DIAGNOSTICS] = up.diagnostics
                 yield up
+            config.stash[DIAGNOSTICS] = target.diagnostics  # the guard is gone; its cluster's logs stay
     except cluster.Unavailable as exc:
         unavailable(str(exc))
 

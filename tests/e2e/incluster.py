@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from tests import reviews, serving
 from tests.e2e import cluster, kube, stack
 from webhook import manifests, policy
@@ -246,7 +248,7 @@ class InClusterStack(stack.Stack):
             status = self.deployment().get("status", {})
             parts.append(f"--- deployment {DEPLOYMENT}: status {status}; the suite did: {self.events}\n")
             parts.append(self.guard_logs(tail=lines))
-        except (AssertionError, OSError) as exc:
+        except (AssertionError, OSError, urllib3.exceptions.HTTPError) as exc:
             parts.append(f"--- deployment {DEPLOYMENT}: could not be read ({exc})\n")
         return "".join(parts)
 

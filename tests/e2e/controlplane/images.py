@@ -37,7 +37,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests import gotools, reviews
@@ -53,6 +53,11 @@ PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_TAG}"
 DOCKER = "/usr/bin/docker"  # Debian's client, the same release as its dockerd
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER_CGROUP_PARENT = "kag-node-e2e-build"
+# Where dockerd writes whatever its flags say (plugin sockets, its identity key, its containerd's
+# shim sockets): entries it adds are removed when it stops.
+DOCKER_HOST_DIRS = tuple(
+    Path(p) for p in ("/run/docker", "/run/containerd", "/etc/docker", "/var/lib/docker")
+)
 BUILD_TIMEOUT_SECONDS = 20 * 60
 # What the Dockerfile's COPY lines read (keep in step with .dockerignore).
 IMAGE_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "webhook", "rules")
@@ -252,6 +257,7 @@ class DockerEngine:
 
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    before: set[Path] = field(default_factory=set)
 
     @property
     def socket(self) -> Path:
@@ -261,6 +267,7 @@ class DockerEngine:
         return [DOCKER, "--host", f"unix://{self.socket}", *arguments]
 
     def start(self) -> None:
+        self.before = set().union(*(host.listing(d) for d in DOCKER_HOST_DIRS))
         log = (self.directory / "dockerd.log").open("wb")
         self.process = subprocess.Popen(
             [
@@ -303,6 +310,9 @@ class DockerEngine:
         host.kill_processes_mentioning(str(self.directory))  # its containerd and shims, if any are left
         host.unmount(m for m in host.mountpoints() if m.startswith(str(self.directory)))
         host.remove_cgroups(DOCKER_CGROUP_PARENT)
+        added = set().union(*(host.listing(d) for d in DOCKER_HOST_DIRS)) - self.before
+        for path in sorted(added, key=lambda p: -len(p.parts)):
+            host.remove_path(path)
 
 
 def guard_archive(reference: str, progress: Progress) -> Path:
