@@ -35,6 +35,7 @@ POD_SUBNET = "10.213.0.0/24"
 GATEWAY = "10.213.0.1"  # the bridge's address: the node's InternalIP, where the apiserver reaches the kubelet
 PREFIX_LENGTH = 24
 CGROUP_ROOT = "kag-node-e2e"  # the kubelet's cgroupRoot: every pod's cgroup lives under it
+BUILD_CGROUP_ROOT = "kag-node-e2e-build"  # the image build's dockerd puts its containers under it
 CGROUP_FS = Path("/sys/fs/cgroup")
 
 # containerd, runc, the CNI plugins and iptables for the node; docker.io and debootstrap to build the
@@ -80,6 +81,9 @@ STATE_DIRS = (
     Path("/var/log/pods"),
     Path("/var/lib/kubelet"),
     Path("/etc/cni"),
+    Path("/run/docker"),  # the image build's dockerd: plugin sockets, its identity key
+    Path("/etc/docker"),
+    Path("/var/lib/docker"),
 )
 IPTABLES = ("iptables", "ip6tables")
 
@@ -155,16 +159,21 @@ def delete_bridge() -> None:
 # --- cgroups --------------------------------------------------------------------------------------
 
 
-def cgroup_hierarchies() -> list[Path]:
-    """The cgroup v1 hierarchies the kubelet uses (cgroup v2: the one unified tree)."""
+def cgroup_hierarchies(*, controllers_only: bool = False) -> list[Path]:
+    """The mounted cgroup hierarchies (cgroup v2: the one unified tree). On a hybrid v1 host runc and
+    the kubelet also mirror their cgroups into ``unified``, which has no controllers."""
     if (CGROUP_FS / "cgroup.controllers").exists():
         return [CGROUP_FS]
-    return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and not p.is_symlink() and p.name != "unified")
+    return sorted(
+        p
+        for p in CGROUP_FS.iterdir()
+        if p.is_dir() and not p.is_symlink() and not (controllers_only and p.name == "unified")
+    )
 
 
 def create_cgroup_root() -> None:
     """The kubelet's ``cgroupRoot`` must exist; cpuset needs its cpus and mems before children work."""
-    for hierarchy in cgroup_hierarchies():
+    for hierarchy in cgroup_hierarchies(controllers_only=True):
         path = hierarchy / CGROUP_ROOT
         path.mkdir(exist_ok=True)
         for name in ("cpuset.cpus", "cpuset.mems"):
@@ -185,10 +194,10 @@ def cgroup_processes(name: str = CGROUP_ROOT) -> set[int]:
     return found
 
 
-def kill_cgroup_processes(timeout: float = 15.0) -> None:
-    """SIGKILL every process left in the pods' cgroups (the containers), until none is left."""
+def kill_cgroup_processes(name: str = CGROUP_ROOT, timeout: float = 15.0) -> None:
+    """SIGKILL every process left in the cgroup tree ``name`` (the containers), until none is left."""
     deadline = time.monotonic() + timeout
-    while (pids := cgroup_processes()) and time.monotonic() < deadline:
+    while (pids := cgroup_processes(name)) and time.monotonic() < deadline:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -252,33 +261,45 @@ class Rules:
         return Rules(chains, rules)
 
 
-BUILTIN_CHAINS = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
+# What the node's parts name their chains (kube-proxy and the kubelet: KUBE-*, the CNI plugins:
+# CNI-*, dockerd: DOCKER*) and what their rules mention: only such rules are ever removed or reported.
+OUR_CHAIN_PREFIXES = ("KUBE-", "CNI-", "DOCKER")
+OUR_RULE_MARKS = (*OUR_CHAIN_PREFIXES, BRIDGE, POD_SUBNET)
+
+
+def ours(rule: str) -> bool:
+    return any(mark in rule for mark in OUR_RULE_MARKS)
+
+
+def new_chains(now: Rules, before: Rules, table: str) -> set[str]:
+    added = now.chains[table] - before.chains.get(table, set())
+    return {c for c in added if c.startswith(OUR_CHAIN_PREFIXES)}
 
 
 def undo_rules(family: str, before: Rules) -> None:
-    """Delete the rules and chains that appeared since ``before`` (and only those)."""
+    """Delete the node's rules and chains that appeared since ``before`` (and only those)."""
     now = Rules.read(family)
     for table, rules in now.rules.items():
         old = set(before.rules.get(table, []))
-        new_chains = now.chains[table] - before.chains.get(table, set())
+        added = new_chains(now, before, table)
         for rule in rules:
-            chain = rule.split()[1]
-            if rule not in old and chain not in new_chains:
+            if rule not in old and ours(rule) and rule.split()[1] not in added:
                 run(family, "-t", table, "-D", *shlex.split(rule)[1:], check=False)
-        for chain in new_chains:
+        for chain in added:
             run(family, "-t", table, "-F", chain, check=False)
-        for chain in new_chains - BUILTIN_CHAINS:
+        for chain in added:
             run(family, "-t", table, "-X", chain, check=False)
 
 
 def rule_changes(family: str, before: Rules) -> list[str]:
     now = Rules.read(family)
     changes = []
-    for table, chains in now.chains.items():
-        for chain in sorted(chains - before.chains.get(table, set())):
-            changes.append(f"{family} -t {table}: new chain {chain}")
+    for table in now.chains:
+        changes += [f"{family} -t {table}: new chain {c}" for c in sorted(new_chains(now, before, table))]
         old = set(before.rules.get(table, []))
-        changes += [f"{family} -t {table}: new rule {r}" for r in now.rules[table] if r not in old]
+        changes += [
+            f"{family} -t {table}: new rule {r}" for r in now.rules[table] if r not in old and ours(r)
+        ]
     return changes
 
 
@@ -320,11 +341,12 @@ class Snapshot:
     sysctls: dict[str, str]
     state: set[Path]
     bridge: bool
+    cgroup: str  # the cgroup tree of what runs (CGROUP_ROOT or BUILD_CGROUP_ROOT)
     cgroups: bool
     notes: list[str] = field(default_factory=list)  # what restore did, for the report
 
     @staticmethod
-    def take(workdir: Path) -> Snapshot:
+    def take(workdir: Path, cgroup: str = CGROUP_ROOT) -> Snapshot:
         return Snapshot(
             workdir=workdir,
             mounts=set(mountpoints()),
@@ -332,11 +354,15 @@ class Snapshot:
             sysctls=read_sysctls(),
             state=set().union(*(listing(d) for d in STATE_DIRS)),
             bridge=bridge_exists(),
-            cgroups=bool(cgroup_dirs()),
+            cgroup=cgroup,
+            cgroups=bool(cgroup_dirs(cgroup)),
         )
 
     def new_mounts(self) -> list[str]:
-        return [m for m in mountpoints() if m not in self.mounts]
+        """New mounts where the node mounts (its work directory, network namespaces, the state
+        directories); another session's mounts elsewhere are none of its business."""
+        places = (str(self.workdir), *(str(d) for d in STATE_DIRS), "/var/run/netns")
+        return [m for m in mountpoints() if m not in self.mounts and m.startswith(places)]
 
     def new_state(self) -> list[Path]:
         now = set().union(*(listing(d) for d in STATE_DIRS))
@@ -344,13 +370,13 @@ class Snapshot:
 
     def restore(self) -> None:
         """Undo the node's changes to the host (processes must already be stopped)."""
-        kill_cgroup_processes()
+        kill_cgroup_processes(self.cgroup)
         unmount(self.new_mounts())
         for family, before in self.rules.items():
             undo_rules(family, before)
         if not self.bridge:
             delete_bridge()
-        remove_cgroups()
+        remove_cgroups(self.cgroup)
         for path in sorted(self.new_state(), key=lambda p: -len(p.parts)):
             if path.is_mount():
                 run("umount", "--lazy", str(path), check=False)
@@ -369,8 +395,8 @@ class Snapshot:
             found += rule_changes(family, before)
         if bridge_exists() and not self.bridge:
             found.append(f"bridge {BRIDGE}")
-        if cgroup_dirs() and not self.cgroups:
-            found += [f"cgroup {p}" for p in cgroup_dirs()]
+        if cgroup_dirs(self.cgroup) and not self.cgroups:
+            found += [f"cgroup {p}" for p in cgroup_dirs(self.cgroup)]
         found += [f"state {p}" for p in self.new_state()]
         now = read_sysctls()
         found += [f"sysctl {k}={now.get(k)} (was {v})" for k, v in self.sysctls.items() if now.get(k) != v]

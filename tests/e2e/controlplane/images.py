@@ -37,7 +37,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests import gotools, reviews
@@ -52,12 +52,6 @@ PAUSE_TAG = "3.10.1"
 PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_TAG}"
 DOCKER = "/usr/bin/docker"  # Debian's client, the same release as its dockerd
 DOCKERD = "/usr/sbin/dockerd"
-DOCKER_CGROUP_PARENT = "kag-node-e2e-build"
-# Where dockerd writes whatever its flags say (plugin sockets, its identity key, its containerd's
-# shim sockets): entries it adds are removed when it stops.
-DOCKER_HOST_DIRS = tuple(
-    Path(p) for p in ("/run/docker", "/run/containerd", "/etc/docker", "/var/lib/docker")
-)
 BUILD_TIMEOUT_SECONDS = 20 * 60
 # What the Dockerfile's COPY lines read (keep in step with .dockerignore).
 IMAGE_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "webhook", "rules")
@@ -257,7 +251,6 @@ class DockerEngine:
 
     directory: Path
     process: subprocess.Popen[bytes] | None = None
-    before: set[Path] = field(default_factory=set)
 
     @property
     def socket(self) -> Path:
@@ -267,7 +260,6 @@ class DockerEngine:
         return [DOCKER, "--host", f"unix://{self.socket}", *arguments]
 
     def start(self) -> None:
-        self.before = set().union(*(host.listing(d) for d in DOCKER_HOST_DIRS))
         log = (self.directory / "dockerd.log").open("wb")
         self.process = subprocess.Popen(
             [
@@ -280,7 +272,7 @@ class DockerEngine:
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
-                f"--cgroup-parent=/{DOCKER_CGROUP_PARENT}",
+                f"--cgroup-parent=/{host.BUILD_CGROUP_ROOT}",
                 "--exec-opt=native.cgroupdriver=cgroupfs",
             ],
             stdout=log,
@@ -308,11 +300,6 @@ class DockerEngine:
                 self.process.kill()
                 self.process.wait()
         host.kill_processes_mentioning(str(self.directory))  # its containerd and shims, if any are left
-        host.unmount(m for m in host.mountpoints() if m.startswith(str(self.directory)))
-        host.remove_cgroups(DOCKER_CGROUP_PARENT)
-        added = set().union(*(host.listing(d) for d in DOCKER_HOST_DIRS)) - self.before
-        for path in sorted(added, key=lambda p: -len(p.parts)):
-            host.remove_path(path)
 
 
 def guard_archive(reference: str, progress: Progress) -> Path:
@@ -329,6 +316,9 @@ def guard_archive(reference: str, progress: Progress) -> Path:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="kag-docker-") as scratch:
             engine = DockerEngine(Path(scratch))
+            # dockerd writes outside its directories too (/run/docker, /etc/docker/key.json, shim
+            # sockets in /run/containerd, cgroups): undone and checked like the node's changes.
+            snapshot = host.Snapshot.take(Path(scratch), cgroup=host.BUILD_CGROUP_ROOT)
             try:
                 engine.start()
                 run(
@@ -353,5 +343,9 @@ def guard_archive(reference: str, progress: Progress) -> Path:
                 os.replace(partial, target)
             finally:
                 engine.stop()
+                snapshot.restore()
+                leftovers = snapshot.leftovers()
+            if leftovers:
+                raise ImageError("the image build left the host changed:\n  " + "\n  ".join(leftovers))
         progress(f"built {reference} in {time.monotonic() - started:.0f}s")
     return target
