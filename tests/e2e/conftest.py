@@ -112,10 +112,12 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             unavailable(str(exc))
     workdir = tmp_path_factory.mktemp("e2e")
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
 
-    def progress(message: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"e2e: {message}")
+    def progress(message: str) -> None:  # during a test's setup: past the output capture
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"e2e: {message}")
 
     try:
         with (

@@ -456,8 +456,10 @@ def running(workdir: Path, found: dict[str, Path], progress: Progress) -> Iterat
         with contextlib.ExitStack() as stack:
             yield _bring_up(workdir, found, progress, prepared, started, stack)
     finally:
+        began = time.monotonic()
         snapshot.restore()
         problems = snapshot.leftovers()
+        progress(f"host restored in {time.monotonic() - began:.0f}s ({len(problems)} differences left)")
     if problems:
         raise NodeError("the host is not as it was before the node started:\n  " + "\n  ".join(problems))
 
@@ -500,7 +502,7 @@ def _bring_up(  # noqa: PLR0917 - one caller, the steps in order
         )
     )
     # Registered after the control plane: it runs first, while the apiserver still answers.
-    stack.callback(_teardown, started, workdir, found["kube-proxy"])
+    stack.callback(_teardown, started, workdir, found["kube-proxy"], progress)
     api = plane.apiserver
     kubeconfigs = {
         name: write_kubeconfig(pki_dir / f"{name}.kubeconfig", api.url, api.pki.ca, credential)
@@ -603,8 +605,9 @@ def _bring_up(  # noqa: PLR0917 - one caller, the steps in order
     return target
 
 
-def _teardown(started: list[processes.Process], workdir: Path, kube_proxy: Path) -> None:
+def _teardown(started: list[processes.Process], workdir: Path, kube_proxy: Path, progress: Progress) -> None:
     """The kubelet first (no restarts of what we kill), the containers, then everything else."""
+    began = time.monotonic()
     by_name = {p.name: p for p in started}
     for name in ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"):
         if name in by_name:
@@ -620,3 +623,4 @@ def _teardown(started: list[processes.Process], workdir: Path, kube_proxy: Path)
     host.kill_processes_mentioning(str(workdir))
     if "kube-proxy" in by_name:  # its own rules; host.Snapshot.restore removes anything else new
         subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, check=False, timeout=60)
+    progress(f"node stopped in {time.monotonic() - began:.0f}s")
