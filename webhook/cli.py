@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import app, certs, decisionlog, engine, manifests, policy, reload, server
-from webhook.tools import check, replay, report
+from webhook.tools import check, rbactools, replay, report
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -305,6 +305,7 @@ def parser() -> argparse.ArgumentParser:
         (check, "check", "judge manifests or AdmissionReviews offline, as an agent (exit 1: would deny)"),
         (replay, "replay", "replay a Kubernetes audit log through the policy: what would have been denied"),
         (report, "report", "summarize decision logs: denials by guard, agent, namespace, message"),
+        (rbactools, "rbac", "audit what RBAC grants agents (exit 1: unstopped), or suggest least privilege"),
     ]
     for module, name, summary in tools:
         command = sub.add_parser(name, help=summary, description=summary)

@@ -96,7 +96,12 @@ class Engine:
         self.today = today
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
-        self.context = base.Context(is_agent=self.is_agent, guard_namespace=compiled.guard_namespace)
+        self.context = base.Context(
+            is_agent=self.is_agent,
+            guard_namespace=compiled.guard_namespace,
+            pod_templates=compiled.pod_templates.table(),
+            detect_pod_templates=compiled.pod_templates.detect,
+        )
         families = guards.by_id()
         active = []
         for guard_id, settings in compiled.guards.items():

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from webhook import guards, identity, policy
+from webhook.guards import podspec
 
 WEBHOOK_NAME = "validate.agent-guard.io"
 CONFIGURATION_NAME = "agent-guard"
@@ -32,7 +33,11 @@ def admission_rules(loaded: policy.Policy) -> list[dict[str, Any]]:
     for family in guards.families():
         if loaded.mode_of(family.id) == "off":
             continue
-        for rule in family.rules:
+        rules = family.rules
+        if family.judges_pod_specs:
+            templates = loaded.pod_templates
+            rules += podspec.admission_rules(templates.table(), templates.detect)
+        for rule in rules:
             key = (tuple(sorted(rule.api_groups)), tuple(sorted(rule.operations)))
             resources = merged.setdefault(key, [])
             resources.extend(r for r in rule.resources if r not in resources)

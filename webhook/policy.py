@@ -18,7 +18,7 @@ import yaml
 from pydantic import alias_generators
 
 from webhook import attributes, exemptions, guards
-from webhook.guards import base
+from webhook.guards import base, podspec
 
 GlobalMode = Literal["enforce", "dry-run"]
 API_VERSION = "agent-guard.io/v1alpha1"
@@ -92,6 +92,39 @@ class AgentSelector(base.PolicyModel):
         )
 
 
+class PodTemplateKind(base.PolicyModel):
+    """A custom kind whose objects carry pod specs a controller will run, and where they sit."""
+
+    group: str  # "" for the core group
+    resource: str = pydantic.Field(min_length=1)  # the plural resource name, e.g. "rollouts"
+    paths: tuple[str, ...] = pydantic.Field(min_length=1)  # e.g. "spec.template.spec", "spec.items[*]"
+
+    @pydantic.field_validator("paths")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            podspec.parse_path(path)
+        return value
+
+
+class PodTemplates(base.PolicyModel):
+    """Pod specs in kinds the built-in table (``podspec.TEMPLATE_PATHS``) does not know.
+
+    ``kinds`` adds paths per kind (judged by every pod-spec guard and routed by the rendered webhook
+    rules); ``detect: true`` also judges any other kind with a ``containers`` list at a usual place.
+    """
+
+    kinds: tuple[PodTemplateKind, ...] = ()
+    detect: bool = False
+
+    def table(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        found: dict[tuple[str, str], tuple[str, ...]] = {}
+        for kind in self.kinds:
+            key = (kind.group, kind.resource)
+            found[key] = found.get(key, ()) + kind.paths
+        return found
+
+
 class _Document(base.PolicyModel):
     """One policy file. Sections may be split across files; each may appear in one file only."""
 
@@ -100,6 +133,7 @@ class _Document(base.PolicyModel):
     mode: GlobalMode | None = None
     guard_namespace: str | None = None
     agents: AgentSelector | None = None
+    pod_templates: PodTemplates | None = None
     guards: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
     # Named apart from the ``exemptions`` module, which pydantic must resolve in this class body.
     exemption_specs: tuple[exemptions.Spec, ...] = pydantic.Field(default=(), alias="exemptions")
@@ -116,6 +150,7 @@ class Policy:
     sources: tuple[str, ...] = ()
     forced: bool = False  # mode came from the command line and overrides per-guard modes
     exemptions: tuple[exemptions.Exemption, ...] = ()  # from every file, in file order
+    pod_templates: PodTemplates = dataclasses.field(default_factory=PodTemplates)
 
     def mode_of(self, guard_id: str) -> base.Mode:
         """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
@@ -202,7 +237,7 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
     granted: list[exemptions.Exemption] = []
     known = guards.by_id()
     for source, document in parsed:
-        for section in ("mode", "guard_namespace", "agents"):
+        for section in ("mode", "guard_namespace", "agents", "pod_templates"):
             value = getattr(document, section)
             if value is None:
                 continue
@@ -253,5 +288,6 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
         guard_namespace=merged.get("guard_namespace", DEFAULT_GUARD_NAMESPACE),
         sources=tuple(dict.fromkeys(source for source, _ in parsed)),
         exemptions=tuple(granted),
+        pod_templates=merged.get("pod_templates", PodTemplates()),
     )
     return loaded.with_mode(mode) if mode else loaded

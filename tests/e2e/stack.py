@@ -50,6 +50,24 @@ AUTHORIZER_CACHE_SECONDS = 1
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 
 
+def probe_request() -> kube.Request:
+    """A request only admission judges, denied by ``namespace-delete``, that changes nothing: a
+    server-side dry-run patch giving ``e2e-probe`` an owner. (A namespace DELETE no longer reaches
+    admission: the authorizer denies it first, as ``kubectl auth can-i`` should say.)"""
+    owner = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "e2e-probe-owner",
+        "uid": "00000000-0000-0000-0000-00000000e2e0",
+    }
+    return kube.Request(
+        "PATCH",
+        f"/api/v1/namespaces/{PROBE_NAMESPACE}",
+        {"metadata": {"ownerReferences": [owner]}},
+        content_type="application/merge-patch+json",
+    ).dry_run()
+
+
 class StackError(Exception):
     """The guard could not be set up against the cluster; the message says what happened."""
 
@@ -96,16 +114,24 @@ class Webhook:
         self.current = guard
 
     def _wait_until_called(self, guard: serving.Guard) -> None:
-        # A server-side dry-run namespace delete by the agent: routed to the webhook, changes nothing.
-        probe = kube.Request("DELETE", f"/api/v1/namespaces/{PROBE_NAMESPACE}").dry_run()
-        mark = f'"name":"{PROBE_NAMESPACE}"'
+        # Routed to the webhook, changes nothing; counted in the guard's /validate lines only (the
+        # same guard may also answer the apiserver's authorizer for the same request).
+        probe = probe_request()
+
+        def calls() -> int:
+            return sum(
+                1
+                for d in decisions(guard.output())
+                if d.get("endpoint") == "validate" and d.get("name") == PROBE_NAMESPACE
+            )
+
         deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
         reply = None
         while time.monotonic() < deadline:
-            before = guard.output().count(mark)
+            before = calls()
             reply = self.agent.request(probe)
             for _ in range(10):
-                if guard.output().count(mark) > before:
+                if calls() > before:
                     return
                 time.sleep(0.02)
             time.sleep(0.1)

@@ -233,9 +233,13 @@ def test_replay_finds_the_agents_attacks_and_none_of_the_admins(
     assert all(r["user"] == AGENT["username"] for r in payload["requests"])
     prod, kube_system = denied["namespaces prod"], denied["namespaces kube-system"]
     assert prod["partial"] == [] and prod["code"] == 200 and prod["verb"] == "delete"
-    assert prod["checks"][0]["endpoint"] == "validate"
-    assert prod["checks"][0]["request"] == "DELETE namespaces prod"
+    # the authorizer answers first (so `kubectl auth can-i` agrees), and admission would deny too
+    assert [check["endpoint"] for check in prod["checks"]] == ["authorize", "validate"]
     assert prod["checks"][0]["findings"][0]["message"].startswith(
+        '[namespace-delete] "delete" on namespace "prod"'
+    )
+    assert prod["checks"][1]["request"] == "DELETE namespaces prod"
+    assert prod["checks"][1]["findings"][0]["message"].startswith(
         '[namespace-delete] deleting namespace "prod"'
     )
     assert kube_system["partial"] == ["the deleted object is not in the event: judged on its name"]

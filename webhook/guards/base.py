@@ -9,8 +9,8 @@ and knobs stay in policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Generic, Literal, TypeVar
 
 import pydantic
@@ -61,6 +61,9 @@ class Context:
 
     is_agent: Callable[[attributes.UserInfo], bool]
     guard_namespace: str
+    # The policy's ``podTemplates``: more (group, resource) -> pod spec paths, and the shape detector.
+    pod_templates: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    detect_pod_templates: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +91,6 @@ class Family(Generic[S]):
     admission: AdmissionCheck[S] | None = None
     access: AccessCheck[S] | None = None
     rules: tuple[AdmissionRule, ...] = ()
+    # Judges pod specs (``podspec``): the webhook then also routes every kind that carries one,
+    # including the ones the policy's ``podTemplates`` adds.
+    judges_pod_specs: bool = False
