@@ -7,8 +7,9 @@ Three streams, each at ``RATE_PER_STREAM`` requests per second, on their own thr
 - ``agent``: creates a ConfigMap, which the authorizer and the admission webhook both judge and
   allow. 201 is served; HTTP 500 naming the webhook or ``/authorize`` is a request that failed
   closed (the guard was unreachable); anything else is counted as ``other``.
-- ``attack``: the agent's dry-run delete of the probe namespace. 403 with ``[namespace-delete]`` is
-  denied; 500 is failed closed; any 2xx is an attack admitted (must never happen).
+- ``attack``: the agent's dry-run delete of the probe namespace. 403 with ``[namespace-delete]`` (from
+  the guard's authorizer, or its admission webhook) is denied; 500 is failed closed; any 2xx is an
+  attack admitted (must never happen).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def classify_agent(reply: kube.Reply) -> str:
 def classify_attack(reply: kube.Reply) -> str:
     if 200 <= reply.status < 300:
         return "admitted"
-    if incluster.enforcing_answer(reply):
+    if reply.status == 403 and "[namespace-delete]" in reply.message:  # the authorizer or admission
         return "denied"
     if reply.status == 500:
         return "failed-closed"
