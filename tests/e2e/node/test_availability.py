@@ -4,6 +4,8 @@
   and the deletion of one guard Pod: 0 failed admin requests, no attack admitted, and the number of
   agent requests that failed closed reported (target 0: ``maxUnavailable: 0``, readiness, the preStop
   sleep and the shutdown delay exist for this; the PDB guards voluntary evictions).
+- Installed as shipped: restricted pod security, probes, the fixed ClusterIP, the PDB; a drain's
+  second eviction is refused while the first replica is being replaced.
 - The guard scaled to 0 by the admin: every agent request fails closed, reads included (the
   authorizer is unreachable too, ``failurePolicy: Deny``); the admin's and the controllers' work goes
   on (a Deployment still gets Running Pods).
@@ -16,10 +18,12 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e import incluster, kube
+from tests.e2e import incluster, kube, stack
 from tests.e2e.conftest import SceneFactory
+from tests.e2e.controlplane import node
 from tests.e2e.node import load
-from tests.e2e.node.conftest import pause_deployment, wait_running
+from tests.e2e.node.conftest import pause_deployment, running, wait_running
+from webhook import manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +97,59 @@ def test_guard_scaled_to_zero_agents_fail_closed_humans_fine(
         assert [c["metadata"]["name"] for c in configmaps.body["items"]] == ["kube-root-ca.crt"]
     still = cluster.admin.request(kube.Request("GET", f"/api/v1/namespaces/{namespace}"))
     assert still.status == 200 and "deletionTimestamp" not in still.body["metadata"], still
+
+
+def test_installed_as_shipped(cluster: incluster.InClusterStack) -> None:
+    """What the overlay promises holds in the running cluster: restricted pod security enforced on the
+    guard's namespace (its pods were admitted under it), ready replicas behind the fixed ClusterIP,
+    the PodDisruptionBudget tracking both, the webhook trusting the Secret's CA."""
+    namespace = cluster.policy.guard_namespace
+    labels = cluster.admin.ok(kube.Request("GET", f"/api/v1/namespaces/{namespace}")).body["metadata"][
+        "labels"
+    ]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted", labels
+    pods = cluster.pods()
+    assert len(pods) == 2 and all(running(p) for p in pods), pods
+    for pod in pods:
+        [container] = pod["spec"]["containers"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service = cluster.admin.ok(
+        kube.Request("GET", f"/api/v1/namespaces/{namespace}/services/agent-guard")
+    ).body
+    assert service["spec"]["clusterIP"] == node.GUARD_CLUSTER_IP
+    budget = cluster.admin.ok(
+        kube.Request("GET", f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/agent-guard")
+    ).body["status"]
+    assert budget["currentHealthy"] == 2 and budget["disruptionsAllowed"] == 1, budget
+    secret = cluster.admin.ok(
+        kube.Request("GET", f"/api/v1/namespaces/{namespace}/secrets/agent-guard-tls")
+    ).body
+    webhook = cluster.admin.ok(
+        kube.Request("GET", f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}")
+    ).body
+    assert webhook["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    assert webhook["webhooks"][0]["clientConfig"]["service"]["name"] == "agent-guard"
+
+
+def evict(cluster: incluster.InClusterStack, pod: str) -> kube.Reply:
+    namespace = cluster.policy.guard_namespace
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": pod, "namespace": namespace},
+    }
+    return cluster.admin.request(
+        kube.Request("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction", eviction)
+    )
+
+
+def test_disruption_budget_evicts_one_replica_at_a_time(cluster: incluster.InClusterStack) -> None:
+    """A drain (the Eviction API, as kubectl drain uses it) takes one replica; the second eviction
+    is refused (HTTP 429) until the replacement is ready."""
+    first, second = (p["metadata"]["name"] for p in cluster.pods())
+    assert evict(cluster, first).status == 201
+    refused = evict(cluster, second)
+    assert refused.status == 429, refused
+    cluster.wait_for_rollout(2)
+    assert first not in {p["metadata"]["name"] for p in cluster.pods()}
