@@ -20,15 +20,18 @@ first); without them the suite is unavailable (skipped locally, a failure under 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests import gotools
 
 BRIDGE = "kag-node0"
 POD_SUBNET = "10.213.0.0/24"
@@ -216,6 +219,41 @@ def remove_cgroups(name: str = CGROUP_ROOT, timeout: float = 15.0) -> None:
                 root.rmdir()
         if cgroup_dirs(name):
             time.sleep(0.2)
+
+
+def remove_stale() -> list[str]:
+    """What a node or an image build killed without its teardown (SIGKILL, power loss) left with the
+    names only this suite uses; called under ``exclusive``, so no live session owns them."""
+    found = []
+    if bridge_exists():
+        found.append(f"bridge {BRIDGE}")
+        delete_bridge()
+    for name in (CGROUP_ROOT, BUILD_CGROUP_ROOT):
+        if cgroup_dirs(name):
+            found.append(f"cgroup tree {name}")
+            kill_cgroup_processes(name)
+            remove_cgroups(name)
+    return found
+
+
+def lock_file() -> Path:
+    return gotools.cache_root() / ".e2e-node.lock"
+
+
+@contextlib.contextmanager
+def exclusive(progress: Callable[[str], None]) -> Iterator[None]:
+    """One session at a time changes this host: a node (bridge, cgroup root, Service routes, iptables
+    chains) or the image build's dockerd (whose snapshot must not see a node's rules appear). A
+    second session (another worktree's make e2e-node) waits for the first to finish."""
+    path = lock_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"another session is changing this host (lock {path}): waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 # --- mounts ---------------------------------------------------------------------------------------

@@ -314,7 +314,10 @@ def guard_archive(reference: str, progress: Progress) -> Path:
         base = base_rootfs(dockerfile, progress)
         progress(f"building {reference} from {reviews.ROOT / 'Dockerfile'} with a local dockerd")
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="kag-docker-") as scratch:
+        with (
+            host.exclusive(progress),
+            tempfile.TemporaryDirectory(prefix="kag-docker-") as scratch,
+        ):
             engine = DockerEngine(Path(scratch))
             # dockerd writes outside its directories too (/run/docker, /etc/docker/key.json, shim
             # sockets in /run/containerd, cgroups): undone and checked like the node's changes.

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import secrets
 import shutil
@@ -45,7 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests import gotools, reviews, serving
+from tests import reviews, serving
 from tests.e2e import kube, serverside
 from tests.e2e.controlplane import binaries, host, images, processes
 from tests.manifests import kustomize_binary, rendering
@@ -450,26 +449,16 @@ def prepare(workdir: Path, progress: Progress) -> Prepared:
 def running(workdir: Path, found: dict[str, Path], progress: Progress) -> Iterator[NodeCluster]:
     """The node with the guard installed; everything stopped and the host restored on exit."""
     prepared = prepare(workdir, progress)
-    with _one_node_per_host(progress):
+    with host.exclusive(progress):
         yield from _running(workdir, found, progress, prepared)
-
-
-@contextlib.contextmanager
-def _one_node_per_host(progress: Progress) -> Iterator[None]:
-    """The bridge, the cgroup root, the Service routes and the iptables chains exist once per host: a
-    second session (another worktree's make e2e-node) waits for the first one's node to be gone."""
-    with (gotools.cache_root() / ".e2e-node.lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress("another session runs a node on this host: waiting for it to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _running(
     workdir: Path, found: dict[str, Path], progress: Progress, prepared: Prepared
 ) -> Iterator[NodeCluster]:
+    stale = host.remove_stale()
+    if stale:
+        progress(f"removed what an earlier node left behind: {', '.join(stale)}")
     snapshot = host.Snapshot.take(workdir)
     started: list[processes.Process] = []
     problems: list[str] = []
