@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +39,9 @@ POD_SUBNET = "10.213.0.0/24"
 GATEWAY = "10.213.0.1"  # the bridge's address: the node's InternalIP, where the apiserver reaches the kubelet
 PREFIX_LENGTH = 24
 CGROUP_ROOT = "kag-node-e2e"  # the kubelet's cgroupRoot: every pod's cgroup lives under it
-BUILD_CGROUP_ROOT = "kag-node-e2e-build"  # the image build's dockerd puts its containers under it
+# The image build's dockerd puts its containers under a cgroup of its own: this prefix and the
+# build's scratch directory name, so that a teardown only ever touches its own build's cgroups.
+BUILD_CGROUP_PREFIX = "kag-node-e2e-build"
 CGROUP_FS = Path("/sys/fs/cgroup")
 
 # containerd, runc, the CNI plugins and iptables for the node; docker.io and debootstrap to build the
@@ -222,17 +225,16 @@ def remove_cgroups(name: str = CGROUP_ROOT, timeout: float = 15.0) -> None:
 
 
 def remove_stale() -> list[str]:
-    """What a node or an image build killed without its teardown (SIGKILL, power loss) left with the
-    names only this suite uses; called under ``exclusive``, so no live session owns them."""
+    """What a node killed without its teardown (SIGKILL, power loss) left with names only this suite's
+    node uses: the bridge, and *empty* cgroups under its cgroup root. Called under ``exclusive``, so no
+    live node owns them; no process is ever killed here (a live one would not be ours to kill)."""
     found = []
     if bridge_exists():
         found.append(f"bridge {BRIDGE}")
         delete_bridge()
-    for name in (CGROUP_ROOT, BUILD_CGROUP_ROOT):
-        if cgroup_dirs(name):
-            found.append(f"cgroup tree {name}")
-            kill_cgroup_processes(name)
-            remove_cgroups(name)
+    if cgroup_dirs(CGROUP_ROOT) and not cgroup_processes(CGROUP_ROOT):
+        found.append(f"cgroup tree {CGROUP_ROOT}")
+        remove_cgroups(CGROUP_ROOT, timeout=2.0)
     return found
 
 
@@ -362,6 +364,19 @@ def listing(directory: Path) -> set[Path]:
     return found
 
 
+def listening(path: Path) -> bool:
+    """A unix socket something still accepts connections on."""
+    if not path.is_socket():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
 def remove_path(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
@@ -379,7 +394,7 @@ class Snapshot:
     sysctls: dict[str, str]
     state: set[Path]
     bridge: bool
-    cgroup: str  # the cgroup tree of what runs (CGROUP_ROOT or BUILD_CGROUP_ROOT)
+    cgroup: str  # the cgroup tree of what runs (CGROUP_ROOT, or the image build's own)
     cgroups: bool
     notes: list[str] = field(default_factory=list)  # what restore did, for the report
 
@@ -403,8 +418,13 @@ class Snapshot:
         return [m for m in mountpoints() if m not in self.mounts and m.startswith(places)]
 
     def new_state(self) -> list[Path]:
+        """New entries in the shared state directories, except live sockets (and their directories):
+        every process of ours is stopped by then, so a socket that still answers is another
+        session's (another Docker engine's containerd shims also live in /run/containerd/s)."""
         now = set().union(*(listing(d) for d in STATE_DIRS))
-        return sorted(now - self.state)
+        live = {p for p in now - self.state if listening(p)}
+        keep = live | {parent for p in live for parent in p.parents}
+        return sorted(now - self.state - keep)
 
     def restore(self) -> None:
         """Undo the node's changes to the host (processes must already be stopped)."""

@@ -253,6 +253,10 @@ class DockerEngine:
     process: subprocess.Popen[bytes] | None = None
 
     @property
+    def cgroup(self) -> str:
+        return f"{host.BUILD_CGROUP_PREFIX}-{self.directory.name}"
+
+    @property
     def socket(self) -> Path:
         return self.directory / "docker.sock"
 
@@ -272,7 +276,7 @@ class DockerEngine:
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
-                f"--cgroup-parent=/{host.BUILD_CGROUP_ROOT}",
+                f"--cgroup-parent=/{self.cgroup}",
                 "--exec-opt=native.cgroupdriver=cgroupfs",
             ],
             stdout=log,
@@ -321,7 +325,7 @@ def guard_archive(reference: str, progress: Progress) -> Path:
             engine = DockerEngine(Path(scratch))
             # dockerd writes outside its directories too (/run/docker, /etc/docker/key.json, shim
             # sockets in /run/containerd, cgroups): undone and checked like the node's changes.
-            snapshot = host.Snapshot.take(Path(scratch), cgroup=host.BUILD_CGROUP_ROOT)
+            snapshot = host.Snapshot.take(Path(scratch), cgroup=engine.cgroup)
             try:
                 engine.start()
                 run(
