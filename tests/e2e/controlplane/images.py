@@ -53,6 +53,7 @@ PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_TAG}"
 DOCKER = "/usr/bin/docker"  # Debian's client, the same release as its dockerd
 DOCKERD = "/usr/sbin/dockerd"
 BUILD_TIMEOUT_SECONDS = 20 * 60
+KEEP_GUARD_ARCHIVES = 3  # about 380 MB each
 # What the Dockerfile's COPY lines read (keep in step with .dockerignore).
 IMAGE_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "webhook", "rules")
 
@@ -231,6 +232,13 @@ def base_rootfs(dockerfile: Dockerfile, progress: Progress) -> Path:
     return target
 
 
+def prune(keep: int) -> None:
+    """Only the newest ``keep`` guard archives stay (one per source tree state; worktrees differ)."""
+    archives = sorted(images_dir().glob("agent-guard-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in archives[keep:]:
+        old.unlink(missing_ok=True)
+
+
 def image_digest(dockerfile: Dockerfile) -> str:
     digest = hashlib.sha256(f"{dockerfile.base}\n".encode())
     for name in IMAGE_INPUTS:
@@ -348,6 +356,7 @@ def guard_archive(reference: str, progress: Progress) -> Path:
                 partial = target.with_name(f".{target.name}.partial")
                 run(engine.client("save", "--output", str(partial), reference), "docker save")
                 os.replace(partial, target)
+                prune(keep=KEEP_GUARD_ARCHIVES)
             finally:
                 engine.stop()
                 snapshot.restore()
