@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import fastapi
 import orjson
 
-from webhook import attributes, decisionlog, engine, metrics, review
+from webhook import attributes, clientauth, decisionlog, engine, metrics, rbaccache, review
 
 log = logging.getLogger("agent-guard.app")
 
@@ -51,7 +51,12 @@ class State:
         self.max_body = max_body
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
+        self.metrics.watch_state(lambda: self.engine)  # budgets and approvals, read at scrape time
+        self.metrics.track(endpoint.name for endpoint in ENDPOINTS.values())
         self.policy_error: str | None = None
+        self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
+        # The RBAC view the engine judges with (None: no source); ``/readyz`` reports its sync.
+        self.rbac: rbaccache.RbacCache | None = None
 
 
 Scope = MutableMapping[str, Any]
@@ -153,8 +158,12 @@ class GuardApp:
         started = time.perf_counter()
         status = 500
         try:
+            refusal = self.state.clients.refusal(scope) if self.state.clients is not None else None
             if scope["method"] != "POST":
                 status, payload = 405, _error(405, f"use POST with a JSON {endpoint.envelope} body")
+            elif refusal is not None:
+                log.warning("/%s from %s refused: %s", endpoint.name, scope.get("client"), refusal)
+                status, payload = 403, _error(403, refusal)
             else:
                 status, payload = self._review(endpoint, await read_body(scope, receive, self.state.max_body))
         except Problem as exc:
@@ -183,7 +192,7 @@ class GuardApp:
             verdict = endpoint.judge(judge, parsed)
         except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
             log.exception("engine failed on /%s %s", endpoint.name, endpoint.who(parsed))
-            verdict = review.fail_closed_verdict(f"the guard failed ({type(exc).__name__})")
+            verdict = engine.fail_closed(f"the guard failed ({type(exc).__name__})")
         state.metrics.review(endpoint.name, verdict, judge.policy.mode)
         self.on_decision(endpoint.entry(parsed, verdict, judge.policy.mode))
         return 200, orjson.dumps(endpoint.respond(parsed, verdict))
@@ -223,6 +232,11 @@ def create_app(state: State, on_decision: Callable[[dict[str, Any]], None]) -> G
         answer: dict[str, Any] = {"status": "ok", "policy": list(state.engine.policy.sources)}
         if state.policy_error is not None:  # still ready: the last good policy is in force
             answer["policyReloadError"] = state.policy_error
+        if state.rbac is not None:
+            answer["rbac"] = state.rbac.status()
+            if not state.rbac.synced:  # not ready before the first RBAC read: agents would be refused
+                answer["status"] = "waiting for the first read of the cluster's RBAC objects"
+                return _json(answer, 503)
         return _json(answer)
 
     @app.get("/metrics")

@@ -78,6 +78,9 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+write_file = _write  # the same atomic, mode-first write for other certificate material (clientauth)
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name(
         [
@@ -87,30 +90,20 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def generate(
-    directory: Path,
-    service: str = DEFAULT_SERVICE,
-    namespace: str = DEFAULT_NAMESPACE,
-    days: int = DEFAULT_DAYS,
-) -> Paths:
-    """Create a fresh CA and serving certificate in ``directory`` (overwrites; callers check first)."""
-    if days < 1:
-        raise CertError(f"--days must be at least 1, got {days}")
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"kube-agent-guard CA {now:%Y-%m-%d}")
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
+def new_ca(
+    common_name: str, start: datetime.datetime, end: datetime.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed ECDSA P-256 CA that may sign leaves only (path length 0)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(end + datetime.timedelta(days=1))
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -126,9 +119,28 @@ def generate(
             ),
             critical=True,
         )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
     )
+    return key, cert
+
+
+def generate(
+    directory: Path,
+    service: str = DEFAULT_SERVICE,
+    namespace: str = DEFAULT_NAMESPACE,
+    days: int = DEFAULT_DAYS,
+) -> Paths:
+    """Create a fresh CA and serving certificate in ``directory`` (overwrites; callers check first)."""
+    if days < 1:
+        raise CertError(f"--days must be at least 1, got {days}")
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
+
+    ca_key, ca_cert = new_ca(f"kube-agent-guard CA {now:%Y-%m-%d}", start, end + datetime.timedelta(days=1))
+    ca_name = ca_cert.subject
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
 
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names(service, namespace)]
@@ -209,6 +221,21 @@ def problems(
     if lacking:
         found.append(f"{paths.cert}: lacks DNS names {', '.join(lacking)}")
     return found
+
+
+def check_ca_bundle(text: str) -> str:
+    """``text`` if it is a usable ``caBundle`` (base64 of PEM certificates), else CertError saying why."""
+    try:
+        pem = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise CertError(
+            "the caBundle is not base64 (base64 of the PEM CA certificate, e.g. base64 -w0 ca.crt)"
+        ) from None
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise CertError("the caBundle does not decode to a PEM certificate (base64 -w0 ca.crt)") from None
+    return text
 
 
 def ca_bundle(directory: Path) -> str:

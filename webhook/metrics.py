@@ -16,9 +16,11 @@ the guard's view and the apiserver's view of the same request side by side, buck
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import prometheus_client
+from prometheus_client import metrics_core, registry
 
 from webhook import decisionlog, engine
 
@@ -28,9 +30,6 @@ LATENCY_BUCKETS = tuple(
     sorted({0.001, 0.0025, *APISERVER_ADMISSION_BUCKETS, *APISERVER_AUTHORIZATION_BUCKETS})
 )
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
-
-# The endpoints whose requests are reviews (path -> label); anything else is not timed.
-REVIEW_PATHS = {"/validate": "validate", "/authorize": "authorize"}
 
 
 class Metrics:
@@ -98,8 +97,15 @@ class Metrics:
         for result in ("ok", "failed"):  # export zeros, so alerts on increase() work from the start
             self.policy_reloads.labels(result)
             self.certificate_reloads.labels(result)
-        self._durations = {name: self.duration.labels(name) for name in REVIEW_PATHS.values()}
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def track(self, endpoints: Iterable[str]) -> None:
+        """Export the latency histogram of each review endpoint from the start, at zero.
+
+        The endpoint names come from the app's one table (``app.ENDPOINTS``), not from a copy here.
+        """
+        for endpoint in endpoints:
+            self._child(self.duration, endpoint)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -112,7 +118,7 @@ class Metrics:
         """Count one answered review and the guards that objected to it.
 
         A crash of the engine itself arrives here as a fail-closed verdict whose finding is an error
-        (``review.fail_closed_verdict``), so it is counted like any other internal error.
+        (``engine.fail_closed``), so it is counted like any other internal error.
         """
         mode = decisionlog.effective_mode(verdict, global_mode)
         self._child(self.reviews, endpoint, verdict.decision, mode).inc()
@@ -123,7 +129,7 @@ class Metrics:
                 self._child(self.errors, endpoint).inc()
 
     def response(self, endpoint: str, status: int, seconds: float) -> None:
-        self._durations[endpoint].observe(seconds)
+        self._child(self.duration, endpoint).observe(seconds)
         self._child(self.responses, endpoint, str(status)).inc()
 
     def policy_reload(self, ok: bool) -> None:
@@ -142,6 +148,50 @@ class Metrics:
             return float("nan")
         return (self._not_after - datetime.datetime.now(datetime.UTC)).total_seconds()
 
+    def watch_state(self, judge: Callable[[], engine.Engine]) -> None:
+        """Export the runtime state of the engine in force (budget ledger, approvals) at scrape time.
+
+        Budget *denials* are ``agent_guard_guard_decisions_total{guard="delete-budget"}``.
+        """
+        self.registry.register(_StateCollector(judge))
+
     def exposition(self) -> bytes:
         """The text format for a scrape."""
         return bytes(prometheus_client.generate_latest(self.registry))
+
+
+class _StateCollector(registry.Collector):
+    """Reads the engine's state at scrape time (one ledger and store per server, kept across reloads)."""
+
+    def __init__(self, judge: Callable[[], engine.Engine]) -> None:
+        self.judge = judge
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        judge = self.judge()
+        ledger, store = judge.ledger, judge.approvals
+        counter, gauge = metrics_core.CounterMetricFamily, metrics_core.GaugeMetricFamily
+        exported: tuple[tuple[Any, str, str, float], ...] = (
+            (counter, "agent_guard_budget_charged_requests",
+             "Destructive agent requests admitted and charged to a delete-budget (this process).",
+             ledger.charged_total),
+            (gauge, "agent_guard_budget_tracked_keys",
+             "Budget buckets (identity, namespace) with a charge inside their window (this process).",
+             ledger.keys),
+            (gauge, "agent_guard_budget_tracked_requests",
+             "Charges the ledger holds; each lapses one window after it was made (this process).",
+             ledger.entries),
+            (counter, "agent_guard_approvals_offered",
+             "Approvable denials that carried an approval id and command (this process).",
+             store.offered_total),
+            (counter, "agent_guard_approvals_used",
+             "Agent requests admitted once by a human's Approval (this process).",
+             store.used_total),
+            (gauge, "agent_guard_approvals_known",
+             "Approval objects the watcher knows (expired and consumed ones included until deleted).",
+             len(store)),
+            (gauge, "agent_guard_approvals_watching",
+             "1 while Approvals are watched (serve --approvals and the CRD listed), else 0.",
+             1.0 if store.enabled else 0.0),
+        )  # fmt: skip
+        for family, name, documentation, value in exported:
+            yield family(name, documentation, value=value)

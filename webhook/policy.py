@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pydantic
 import yaml
 from pydantic import alias_generators
 
-from webhook import attributes, exemptions, guards
-from webhook.guards import base, podspec
+from webhook import approvals, attributes, exemptions, guards, podspec, schema
+from webhook.guards import Registry, base
 
 GlobalMode = Literal["enforce", "dry-run"]
 API_VERSION = "agent-guard.io/v1alpha1"
@@ -61,14 +61,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_yaml_timestamp)
 
 
-class ExtraMatch(base.PolicyModel):
+class ExtraMatch(schema.PolicyModel):
     """Match callers whose ``userInfo.extra[key]`` contains ``value`` (e.g. a credential id)."""
 
     key: str = pydantic.Field(min_length=1)
     value: str = pydantic.Field(min_length=1)
 
 
-class AgentSelector(base.PolicyModel):
+class AgentSelector(schema.PolicyModel):
     """Who is an agent. Any one match is enough."""
 
     service_accounts: tuple[str, ...] = ()  # "namespace/name", "*" wildcards allowed in both parts
@@ -92,7 +92,7 @@ class AgentSelector(base.PolicyModel):
         )
 
 
-class PodTemplateKind(base.PolicyModel):
+class PodTemplateKind(schema.PolicyModel):
     """A custom kind whose objects carry pod specs a controller will run, and where they sit."""
 
     group: str  # "" for the core group
@@ -107,7 +107,7 @@ class PodTemplateKind(base.PolicyModel):
         return value
 
 
-class PodTemplates(base.PolicyModel):
+class PodTemplates(schema.PolicyModel):
     """Pod specs in kinds the built-in table (``podspec.TEMPLATE_PATHS``) does not know.
 
     ``kinds`` adds paths per kind (judged by every pod-spec guard and routed by the rendered webhook
@@ -125,7 +125,7 @@ class PodTemplates(base.PolicyModel):
         return found
 
 
-class _Document(base.PolicyModel):
+class _Document(schema.PolicyModel):
     """One policy file. Sections may be split across files; each may appear in one file only."""
 
     api_version: Literal["agent-guard.io/v1alpha1"]
@@ -137,6 +137,11 @@ class _Document(base.PolicyModel):
     guards: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
     # Named apart from the ``exemptions`` module, which pydantic must resolve in this class body.
     exemption_specs: tuple[exemptions.Spec, ...] = pydantic.Field(default=(), alias="exemptions")
+    approval_rules: tuple[approvals.Rule, ...] = pydantic.Field(default=(), alias="approvals")
+
+
+def _shipped() -> Registry:
+    return guards.discover()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +156,11 @@ class Policy:
     forced: bool = False  # mode came from the command line and overrides per-guard modes
     exemptions: tuple[exemptions.Exemption, ...] = ()  # from every file, in file order
     pod_templates: PodTemplates = dataclasses.field(default_factory=PodTemplates)
+    approvals: tuple[approvals.Rule, ...] = ()  # which findings a human may approve (from every file)
+    # The families the policy was validated against; the engine and the manifests use these.
+    families: Registry = dataclasses.field(default_factory=_shipped, repr=False)
 
-    def mode_of(self, guard_id: str) -> base.Mode:
+    def mode_of(self, guard_id: str) -> schema.Mode:
         """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
         own = self.guards[guard_id].mode
         if own == "off":
@@ -216,8 +224,32 @@ def _read_documents(path: Path) -> list[tuple[str, Any]]:
     return documents
 
 
-def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
-    """Load a policy file or a directory of them; raise PolicyError naming file, field and problem."""
+_G = TypeVar("_G", exemptions.Spec, approvals.Rule)
+
+
+def _known_guards(
+    source: str, section: str, items: Sequence[_G], known: Mapping[str, Any], problems: list[str]
+) -> list[tuple[int, _G]]:
+    """``(index, item)`` of a list whose items name a guard; unknown guard ids become problems."""
+    found = []
+    for index, item in enumerate(items):
+        if item.guard in known:
+            found.append((index, item))
+        else:
+            problems.append(
+                f"{source}: {section}.{index}.guard: unknown guard id {item.guard!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    return found
+
+
+def load(path: Path | str, mode: GlobalMode | None = None, families: Registry | None = None) -> Policy:
+    """Load a policy file or a directory of them; raise PolicyError naming file, field and problem.
+
+    ``families`` are the guard families the policy may configure (default: the shipped ones,
+    ``guards.discover()``); every one of them gets its settings, defaulted when the policy is silent.
+    """
+    registry = families if families is not None else guards.discover()
     problems: list[str] = []
     parsed: list[tuple[str, _Document]] = []
     for source, raw in _read_documents(Path(path)):
@@ -235,7 +267,8 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
     merged: dict[str, Any] = {}
     raw_guards: dict[str, tuple[str, dict[str, Any]]] = {}
     granted: list[exemptions.Exemption] = []
-    known = guards.by_id()
+    approvable: list[approvals.Rule] = []
+    known = registry.by_id
     for source, document in parsed:
         for section in ("mode", "guard_namespace", "agents", "pod_templates"):
             value = getattr(document, section)
@@ -251,14 +284,11 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
                 problems.append(f"{source}: guards.{guard_id}: already set in {raw_guards[guard_id][0]}")
             raw_guards[guard_id] = (source, settings if settings is not None else {})
         # Exemptions are the one list that may be split across files (e.g. one file per team).
-        for index, spec in enumerate(document.exemption_specs):
-            if spec.guard not in known:
-                problems.append(
-                    f"{source}: exemptions.{index}.guard: unknown guard id {spec.guard!r} "
-                    f"(known: {', '.join(sorted(known))})"
-                )
-                continue
+        for index, spec in _known_guards(source, "exemptions", document.exemption_specs, known, problems):
             granted.append(exemptions.Exemption.from_spec(spec, f"{Path(source).name}#exemptions[{index}]"))
+        approvable.extend(
+            rule for _, rule in _known_guards(source, "approvals", document.approval_rules, known, problems)
+        )
 
     settings_by_id: dict[str, base.GuardSettings] = {}
     for guard_id, (source, raw) in raw_guards.items():
@@ -289,5 +319,7 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
         sources=tuple(dict.fromkeys(source for source, _ in parsed)),
         exemptions=tuple(granted),
         pod_templates=merged.get("pod_templates", PodTemplates()),
+        approvals=tuple(approvable),
+        families=registry,
     )
     return loaded.with_mode(mode) if mode else loaded

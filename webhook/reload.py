@@ -69,18 +69,6 @@ class Watch:
         return True
 
 
-def compile_policy(rules: Path, mode: policy.GlobalMode | None) -> engine.Engine:
-    """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
-
-    The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
-    policy reports lapsed exemptions exactly as a restart would.
-    """
-    judge = engine.Engine(policy.load(rules, mode))
-    for level, line in judge.exemption_status():
-        log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
-    return judge
-
-
 def _routing(loaded: policy.Policy) -> tuple[object, ...]:
     return (manifests.admission_rules(loaded), manifests.match_conditions(loaded))
 
@@ -99,7 +87,7 @@ class PolicyReloader:
     async def reload(self) -> bool:
         state = self.state
         try:
-            judge = await asyncio.to_thread(compile_policy, self.rules, self.mode)
+            judge = await asyncio.to_thread(engine.compile_policy, self.rules, self.mode, state.engine)
         except policy.PolicyError as exc:
             state.policy_error = str(exc)
             state.metrics.policy_reload(ok=False)

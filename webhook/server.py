@@ -28,7 +28,18 @@ from typing import Any
 
 import uvicorn
 
-from webhook import app, certs, decisionlog, engine, metrics, policy, reload
+from webhook import (
+    app,
+    approvals_watch,
+    certs,
+    clientauth,
+    decisionlog,
+    engine,
+    metrics,
+    policy,
+    rbaccache,
+    reload,
+)
 
 log = logging.getLogger("agent-guard.server")
 
@@ -54,6 +65,11 @@ class Settings:
     shutdown_delay: float = 0.0  # keep serving (not ready) this long after SIGTERM
     shutdown_timeout: int = 20  # then give requests in flight this long (seconds)
     workers: int = 1  # processes sharing the listening socket
+    client_ca: Path | None = None  # reviews only from clients with a certificate from this CA
+    client_names: tuple[str, ...] = ()  # ... and (if any) one of these common names
+    approvals: bool = False  # watch Approval objects (human approvals) in the guard's namespace
+    kubeconfig: str | None = None  # for the approvals watch; None: the pod's ServiceAccount
+    rbac_source: rbaccache.Source = rbaccache.NO_SOURCE  # none: guards judge RBAC by names only
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -78,9 +94,9 @@ def prepare_certs(cert_dir: Path) -> certs.Paths:
     return paths
 
 
-def load_engine(settings: Settings) -> engine.Engine:
+def load_engine(settings: Settings, rbac: rbaccache.RbacCache | None = None) -> engine.Engine:
     try:
-        return reload.compile_policy(settings.rules, settings.mode)
+        return engine.compile_policy(settings.rules, settings.mode, rbac=rbac)
     except policy.PolicyError as exc:
         raise ServeError(f"invalid policy:\n{exc}") from exc
 
@@ -93,6 +109,7 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
 
     return uvicorn.Config(
         asgi_app,
+        http=clientauth.protocol() if settings.client_ca is not None else "auto",
         host=settings.host,
         port=settings.port,
         ssl_context_factory=_context,
@@ -123,14 +140,23 @@ class Server(uvicorn.Server):
         self.reloader = task
         self.drain_until: float | None = None
         self._signalled: list[int] = []
+        self.watcher: approvals_watch.Watcher | None = None  # started per (worker) process in serve
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         task = asyncio.create_task(self.reloader.run()) if self.settings.reload_interval > 0 else None
+        if self.watcher is not None:
+            self.watcher.start()
+        if self.state.rbac is not None:
+            self.state.rbac.start()  # here, not in build(): each forked worker needs its own threads
         try:
             await super().serve(sockets)
         finally:
             if task is not None:
                 task.cancel()
+            if self.watcher is not None:
+                self.watcher.stop()
+            if self.state.rbac is not None:
+                self.state.rbac.stop()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a Python signal handler: set flags only; on_tick does the rest (and the logging).
@@ -160,12 +186,32 @@ class Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def rbac_cache(source: rbaccache.Source) -> rbaccache.RbacCache | None:
+    """The RBAC cache for ``source`` (None for ``none``); its client is configured now, so a bad
+    kubeconfig or a missing in-cluster token stops the start-up with a clear message."""
+    if source.kind == rbaccache.NONE:
+        return None
+    try:
+        client = source.api_client()
+    except rbaccache.SourceError as exc:
+        raise ServeError(f"--rbac-source {exc}") from exc
+    return rbaccache.RbacCache(source, lambda: client)
+
+
 def build(settings: Settings) -> Server:
     """Everything that can fail at start-up fails here, before a port is bound."""
-    state = app.State(load_engine(settings), max_body=settings.max_body, meters=metrics.Metrics())
+    cache = rbac_cache(settings.rbac_source)
+    state = app.State(load_engine(settings, cache), max_body=settings.max_body, meters=metrics.Metrics())
+    state.rbac = cache
     state.metrics.policy_loaded.set_to_current_time()
     paths = prepare_certs(settings.cert_dir)
     context = tls_context(paths.cert, paths.key)
+    if settings.client_ca is not None:
+        try:
+            clientauth.require(context, settings.client_ca)
+        except clientauth.ClientAuthError as exc:
+            raise ServeError(str(exc)) from exc
+        state.clients = clientauth.Clients(frozenset(settings.client_names))
     state.metrics.certificate_in_use(certs.not_after(paths.cert))
     reloader = reload.Reloader(
         settings.reload_interval,
@@ -175,13 +221,22 @@ def build(settings: Settings) -> Server:
     asgi = app.create_app(state, on_decision=decisionlog.Writer(sys.stdout.buffer))
     config = uvicorn_config(asgi, settings, context)
     log.info(
-        "policy %s (mode %s); serving https://%s:%d",
+        "policy %s (mode %s); RBAC source %s; serving https://%s:%d",
         ", ".join(state.engine.policy.sources),
         state.engine.policy.mode,
+        settings.rbac_source,
         settings.host,
         settings.port,
     )
-    return Server(config, state, settings, reloader)
+    built = Server(config, state, settings, reloader)
+    if settings.approvals:
+        kubeconfig = settings.kubeconfig
+        built.watcher = approvals_watch.Watcher(
+            state.engine.approvals,
+            state.engine.policy.guard_namespace,
+            lambda: approvals_watch.api_client(kubeconfig),
+        )
+    return built
 
 
 def serve(settings: Settings) -> int:

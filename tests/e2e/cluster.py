@@ -154,11 +154,13 @@ def provide(
     workdir: Path,
     found: dict[str, Path],
     authorization_config: Path,
+    admission_config: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> Iterator[Target]:
     """The cluster for this session, torn down on exit. A local one authorizes with
-    ``authorization_config``; an existing cluster's authorizers are its own and the real node's are
-    rendered for its in-cluster guard (the file is not used)."""
+    ``authorization_config`` and configures admission plugins with ``admission_config``; an existing
+    cluster's are its own, and the real node's are rendered for its in-cluster guard (the files are
+    not used)."""
     if mode() == "kubeconfig":
         try:
             target = kubeconfig.load(Path(os.environ[KUBECONFIG_ENV]), workdir)
@@ -174,6 +176,10 @@ def provide(
             raise Unavailable(f"{NODE_ENV}: {exc}") from exc
         return
     with processes.running(
-        workdir / "controlplane", found["etcd"], found["kube-apiserver"], authorization_config
+        workdir / "controlplane",
+        found["etcd"],
+        found["kube-apiserver"],
+        authorization_config,
+        admission_config,
     ) as plane:
         yield Local(plane)

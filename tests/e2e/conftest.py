@@ -122,7 +122,9 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     try:
         with (
             stack.prepared(workdir) as plan,
-            cluster.provide(workdir, found, plan.authorization_config, progress) as target,
+            cluster.provide(
+                workdir, found, plan.authorization_config, plan.admission_config, progress
+            ) as target,
         ):
             config.stash[DIAGNOSTICS] = target.diagnostics
             # On an existing cluster (make e2e-kind) the guard is the deployed one and the apiserver's
@@ -158,6 +160,6 @@ def new_scene(e2e: stack.Stack) -> SceneFactory:
         suffix = secrets.token_hex(3)
         namespace = f"e2e-{label}"[:55].rstrip("-") + f"-{suffix}"
         kube.ensure_namespace(e2e.admin, namespace)
-        return attacks.Scene(e2e.admin, namespace, suffix, e2e.policy.guard_namespace)
+        return attacks.Scene(e2e.admin, namespace, suffix, e2e.policy.guard_namespace, e2e.wait_for_rbac_view)
 
     return make

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests import probe, reviews
-from webhook import cli
+from webhook import cli, guards
 
 AGENT = {
     "username": "system:serviceaccount:mcp-system:mcp-k8s-go",
@@ -209,8 +209,10 @@ def _write_lines(path: Path, events: list[dict[str, Any]], noise: bool = True) -
     return path
 
 
-def _replay(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    code = cli.main(["replay", "--output", "json", *argv])
+def _replay(
+    capsys: pytest.CaptureFixture[str], *argv: str, families: guards.Registry | None = None
+) -> tuple[int, dict[str, Any]]:
+    code = cli.main(["replay", "--output", "json", *argv], families=families)
     captured = capsys.readouterr()
     return code, json.loads(captured.out) if captured.out.strip() else {"stderr": captured.err}
 
@@ -340,10 +342,9 @@ def _checks(payload: dict[str, Any], target: str) -> dict[str, list[str]]:
 
 
 def test_requests_are_built_like_the_apiserver_builds_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With the ``probe`` family every built request shows up as a finding naming its coordinates."""
-    probe.install(monkeypatch)
     events = [
         _event("get", "/api/v1/namespaces/probe-a/secrets/db", AGENT, _ref("secrets", "db", "probe-a")),
         _event(
@@ -416,9 +417,8 @@ def test_requests_are_built_like_the_apiserver_builds_them(
         ),
     ]
     rules = probe.only_probe_rules(tmp_path / "rules")
-    code, payload = _replay(
-        capsys, "--rules", str(rules), str(_write_lines(tmp_path / "probe.log", events, noise=False))
-    )
+    log = _write_lines(tmp_path / "probe.log", events, noise=False)
+    code, payload = _replay(capsys, "--rules", str(rules), str(log), families=probe.registry())
     assert code == 1
     assert _checks(payload, "secrets probe-a/db") == {
         "get secrets probe-a/db": ["[probe] saw get /secrets probe-a/db"]
@@ -456,3 +456,38 @@ def test_requests_are_built_like_the_apiserver_builds_them(
     assert [c["request"] for c in impersonating["checks"]] == [
         f"impersonate serviceaccounts probe-b/deployer (derived: impersonation by {AGENT['username']})"
     ]
+
+
+def test_budgets_count_in_the_time_of_the_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A burst of deletes exceeds the budget at the third; the same deletes spread out would not."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    text = (reviews.RULES / "policy.yaml").read_text()
+    (rules / "policy.yaml").write_text(
+        text.replace("limit: 20", "limit: 2").replace("window: 10m", "window: 1m")
+    )
+
+    def delete(name: str, at: str) -> dict[str, Any]:
+        event = _event(
+            "delete",
+            f"/api/v1/namespaces/shop/configmaps/{name}",
+            AGENT,
+            _ref("configmaps", name, "shop"),
+            request_object=_delete_options(),
+        )
+        event["requestReceivedTimestamp"] = event["stageTimestamp"] = at
+        return event
+
+    burst = [delete(f"cm-{i}", f"2026-11-24T10:00:{i:02d}.000000Z") for i in range(3)]
+    code, payload = _replay(
+        capsys, "--rules", str(rules), str(_write_lines(tmp_path / "burst.log", burst, False))
+    )
+    assert code == 1 and payload["summary"]["byGuard"] == {"delete-budget": 1}
+    [refused] = payload["requests"]
+    assert refused["target"] == "configmaps shop/cm-2"
+    assert "refills by one at 10:01:00 UTC" in refused["checks"][0]["findings"][0]["message"]
+    spread = [delete(f"cm-{i}", f"2026-11-24T10:0{2 * i}:00.000000Z") for i in range(3)]
+    code, payload = _replay(
+        capsys, "--rules", str(rules), str(_write_lines(tmp_path / "spread.log", spread, False))
+    )
+    assert code == 0 and payload["summary"]["wouldDeny"] == 0

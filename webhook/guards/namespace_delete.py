@@ -27,7 +27,11 @@ from webhook.guards import base
 
 DELETE_VERBS = frozenset({"delete", "deletecollection"})
 FINALIZE_VERBS = frozenset({"update", "patch"})
-INSTEAD = "delete the specific resources you created instead, or ask a human operator"
+# Not "delete what you created instead": an agent reads that as "empty the namespace object by object".
+INSTEAD = (
+    "do not empty it object by object instead: leave it as it is and ask a human operator to remove it "
+    "(one object you created yourself may still be deleted by name)"
+)
 
 
 class Settings(base.GuardSettings):

@@ -20,16 +20,18 @@ request, as in the fixture tests. What an event cannot tell is reported as *part
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from webhook import engine, policy
-from webhook.tools import audit, inputs, verdicts
+from webhook import engine
+from webhook.tools import audit, command, inputs, verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +113,33 @@ def judge_event(judge: engine.Engine, source: str, event: Mapping[str, Any]) -> 
     return judged
 
 
-def replay(judge: engine.Engine, names: Sequence[str], stats: audit.Stats) -> list[Judged]:
+class EventClock:
+    """The engine's clock during a replay: the time each audit event was received.
+
+    Destructive budgets then count in the cluster's time, so a replay says which delete of a burst
+    the budget would have refused, not what would happen if all of them arrived now.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def follow(self, event: Mapping[str, Any]) -> None:
+        stamp = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
+        with contextlib.suppress(TypeError, ValueError):  # keep the last time for a malformed stamp
+            self.now = datetime.datetime.fromisoformat(str(stamp)).timestamp()
+
+
+def replay(
+    judge: engine.Engine, names: Sequence[str], stats: audit.Stats, clock: EventClock | None = None
+) -> list[Judged]:
     """Every agent request in the logs, judged (non-agent requests are counted, not kept)."""
     kept: list[Judged] = []
     for source, event in audit.unique_events(names, stats):
+        if clock is not None:
+            clock.follow(event)
         judged = judge_event(judge, source, event)
         if judged.agent:
             kept.append(judged)
@@ -207,29 +232,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="AUDIT_LOG",
         help="audit log files (JSON lines or EventList; .gz ok; - for stdin)",
     )
-    parser.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    command.add_rules(parser)
     parser.add_argument("--mode", choices=["enforce", "dry-run"], help="override the policy's modes")
     parser.add_argument("--output", choices=["text", "json"], default="text")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        judge = engine.Engine(policy.load(Path(args.rules), args.mode))
-    except policy.PolicyError as exc:
-        print(f"agent-guard replay: invalid policy:\n{exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    clock = EventClock()
+    judge = engine.Engine(command.load_policy(args, code=verdicts.EXIT_BAD_INPUT), clock=clock)
     stats = audit.Stats()
-    try:
-        names = inputs.expand(args.logs, ("",))
-        judged = replay(judge, names, stats)
-    except inputs.InputError as exc:
-        print(f"agent-guard replay: {exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    names = inputs.expand(args.logs, ("",))
+    judged = replay(judge, names, stats, clock)
     for problem in stats.problems:
         print(f"agent-guard replay: warning: {problem}", file=sys.stderr)
     if stats.events == 0:
-        print(f"agent-guard replay: no audit events found in {', '.join(args.logs)}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+        raise inputs.InputError(f"no audit events found in {', '.join(args.logs)}")
     if args.output == "json":
         payload = {
             "summary": _summary(judged, stats),

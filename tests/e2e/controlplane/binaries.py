@@ -1,5 +1,5 @@
-"""kube-apiserver and etcd (and, for the real-node suite, the node's Kubernetes binaries), built from
-the Go module proxy once and cached (``tests.gotools``).
+"""kube-apiserver and etcd (and kubectl, for the MCP scenarios, and the node's Kubernetes binaries, for
+the real-node suite), built from the Go module proxy once and cached (``tests.gotools``).
 
 Each binary is built from its own tiny Go module kept next to this file (so etcd's and Kubernetes'
 dependency graphs never mix; kubelet, kube-controller-manager, kube-scheduler and kube-proxy share
@@ -37,8 +37,9 @@ class Component:
     def ldflags(self) -> str:
         flags = "-s -w"
         if self.module_dir.name == "kube-apiserver":
-            # Without the stamps a binary reports v0.0.0-master: clients warn about version skew, and
-            # the kubelet registers a node the apiserver's version-skew checks reject.
+            # Without the stamps a binary reports v0.0.0-master: clients warn about version skew, the
+            # kubelet registers a node the apiserver's version-skew checks reject, and kubectl reports
+            # (``kubectl version``, its User-Agent) client-go's version, not component-base's.
             major, minor = self.version.lstrip("v").split(".")[:2]
             base = "k8s.io/component-base/version"
             flags += (
@@ -73,6 +74,14 @@ ETCD = Component(
     requirement="go.etcd.io/etcd/server/v3",
 )
 COMPONENTS = (ETCD, KUBE_APISERVER)
+# Not in COMPONENTS: only the MCP scenarios need it (mcp-server-kubernetes runs kubectl), so they build it.
+# Same module as kube-apiserver: the same pinned release and staging replaces, one dependency graph.
+KUBECTL = Component(
+    name="kubectl",
+    module_dir=HERE / "kube-apiserver",
+    package="k8s.io/kubernetes/cmd/kubectl",
+    requirement="k8s.io/kubernetes",
+)
 
 
 def _kubernetes(name: str) -> Component:

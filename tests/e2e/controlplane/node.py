@@ -53,6 +53,7 @@ from webhook import manifests
 Progress = Callable[[str], None]
 NODE_NAME = "kag-node"
 SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"  # the first address of SERVICE_CIDR
 GUARD_CLUSTER_IP = "10.96.0.250"  # manifests/components/fixed-cluster-ip
 GUARD_NAMESPACE = "agent-guard-system"
 GUARD_SERVER_NAME = f"agent-guard.{GUARD_NAMESPACE}.svc"
@@ -507,8 +508,14 @@ def _bring_up(  # noqa: PLR0917 - one caller, the steps in order
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--enable-admission-plugins=" + ",".join((*processes.ADMISSION_PLUGINS, "NodeRestriction")),
+                "--endpoint-reconciler-type=lease",
             ),
             extra_tokens=tuple(c.line() for c in credentials.values()),
+            # The guard's pods watch RBAC (--rbac-source=in-cluster) through the kubernetes Service:
+            # the apiserver listens on the node's bridge address, publishes it as the Service's
+            # endpoint (the lease reconciler) and names the Service's ClusterIP in its certificate.
+            address=host.GATEWAY,
+            serving_ips=(host.GATEWAY, KUBERNETES_SERVICE_IP),
         )
     )
     # Registered after the control plane: it runs first, while the apiserver still answers.

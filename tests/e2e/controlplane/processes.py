@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import secrets
 import signal
 import ssl
@@ -25,7 +26,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests import serving
@@ -224,9 +226,11 @@ class Pki:
         return self.directory / "tokens.csv"
 
 
-def make_pki(directory: Path, extra_tokens: Sequence[str] = ()) -> Pki:
+def make_pki(directory: Path, extra_tokens: Sequence[str] = (), serving_ips: Sequence[str] = ()) -> Pki:
     # SANs: localhost, 127.0.0.1, ::1 and kubernetes.default.svc(.cluster.local): what clients dial.
     certs.generate(directory, service="kubernetes", namespace="default")
+    if serving_ips:
+        _add_ip_sans(certs.Paths(directory), serving_ips)
     pki = Pki(directory, admin_token=secrets.token_urlsafe(32))
     signing = ec.generate_private_key(ec.SECP256R1())
     pem = serialization.Encoding.PEM
@@ -245,6 +249,36 @@ def make_pki(directory: Path, extra_tokens: Sequence[str] = ()) -> Pki:
     return pki
 
 
+def _add_ip_sans(paths: certs.Paths, addresses: Sequence[str]) -> None:
+    """Re-issue the serving certificate (same key, same CA) with more IP addresses: pods reach the
+    real node's apiserver at the ``kubernetes`` Service's ClusterIP and the node's address."""
+    ca = x509.load_pem_x509_certificate(paths.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    current = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+    key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey) and isinstance(key, ec.EllipticCurvePrivateKey)
+    names = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    extended = x509.SubjectAlternativeName(
+        [*names, *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses)]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(current.subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(current.not_valid_before_utc)
+        .not_valid_after(current.not_valid_after_utc)
+    )
+    for extension in current.extensions:
+        if isinstance(extension.value, x509.SubjectAlternativeName):
+            builder = builder.add_extension(extended, critical=extension.critical)
+        elif not isinstance(extension.value, x509.AuthorityKeyIdentifier | x509.SubjectKeyIdentifier):
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 def authorization_flags(authorization_config: Path) -> list[str]:
     """How the apiserver authorizes: the structured configuration replaces ``--authorization-mode``."""
     return [f"--authorization-config={authorization_config}"]
@@ -258,18 +292,27 @@ class ApiServer:
     audit_log: Path
 
 
+def admission_flags(admission_config: Path | None) -> list[str]:
+    """Plugin configuration (e.g. the client certificate the apiserver presents to webhooks)."""
+    return [f"--admission-control-config-file={admission_config}"] if admission_config is not None else []
+
+
 def start_apiserver(
     binary: Path,
     workdir: Path,
     etcd: Etcd,
     authorization_config: Path,
+    admission_config: Path | None = None,
     *,
     extra_flags: Sequence[str] = (),
     extra_tokens: Sequence[str] = (),
+    address: str = "127.0.0.1",
+    serving_ips: Sequence[str] = (),
 ) -> ApiServer:
     """``extra_flags`` come last (a repeated flag overrides ours); the real node passes the kubelet
-    client certificate, ``extra_tokens`` its components' credentials."""
-    pki = make_pki(workdir / "pki", extra_tokens)
+    client certificate, ``extra_tokens`` its components' credentials, ``address`` (where it listens
+    and what it advertises: an address its pods reach) and ``serving_ips`` (more IP SANs)."""
+    pki = make_pki(workdir / "pki", extra_tokens, serving_ips)
     audit_policy = workdir / "audit-policy.yaml"
     audit_policy.write_text(AUDIT_POLICY)
     audit_log = workdir / "audit.log"
@@ -277,13 +320,13 @@ def start_apiserver(
 
     def launch() -> tuple[Process, str]:
         nonlocal url
-        port = serving.free_port()
-        url = f"https://127.0.0.1:{port}"
+        port = serving.free_port(address)
+        url = f"https://{address}:{port}"
         command = [
             str(binary),
             f"--etcd-servers={etcd.client_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--secure-port={port}",
             f"--cert-dir={workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.cert}",
@@ -294,6 +337,7 @@ def start_apiserver(
             f"--token-auth-file={pki.tokens}",
             *authorization_flags(authorization_config),
             f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
+            *admission_flags(admission_config),
             f"--audit-policy-file={audit_policy}",
             f"--audit-log-path={audit_log}",
             "--audit-log-mode=blocking",
@@ -335,12 +379,15 @@ def running(
     etcd_binary: Path,
     apiserver_binary: Path,
     authorization_config: Path,
+    admission_config: Path | None = None,
     *,
     extra_flags: Sequence[str] = (),
     extra_tokens: Sequence[str] = (),
+    address: str = "127.0.0.1",
+    serving_ips: Sequence[str] = (),
 ) -> Iterator[ControlPlane]:
     """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit.
-    ``extra_flags`` and ``extra_tokens``: see ``start_apiserver``."""
+    ``extra_flags``, ``extra_tokens``, ``address`` and ``serving_ips``: see ``start_apiserver``."""
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         etcd = start_etcd(etcd_binary, workdir)
@@ -350,8 +397,11 @@ def running(
             workdir,
             etcd,
             authorization_config,
+            admission_config,
             extra_flags=extra_flags,
             extra_tokens=extra_tokens,
+            address=address,
+            serving_ips=serving_ips,
         )
         stack.callback(apiserver.process.stop)
         yield ControlPlane(workdir, etcd, apiserver)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.guards import podspec
+from webhook import podspec
 
 Level = Literal["baseline", "restricted"]
 
