@@ -130,6 +130,13 @@ def test_installed_as_shipped(cluster: incluster.InClusterStack) -> None:
     ).body
     assert webhook["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     assert webhook["webhooks"][0]["clientConfig"]["service"]["name"] == "agent-guard"
+    # --rbac-source=in-cluster: each replica listed the RBAC kinds through the kubernetes Service.
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        log = cluster.admin.request(
+            kube.Request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}/log", accept="*/*")
+        )
+        assert "RBAC view synced from in-cluster" in log.text, (name, log.text[-2000:])
 
 
 def evict(cluster: incluster.InClusterStack, pod: str) -> kube.Reply:
