@@ -311,6 +311,7 @@ def _values(deployment: dict[str, Any], rules: Path) -> str:
         "nodeSelector": {},
         "tolerations": [],
         "priorityClassName": "",
+        "service": {"clusterIP": ""},
         "dryRun": False,
         "tls": {"source": "secret", "create": True, "cert": "", "key": "", "ca": ""},
     }
@@ -321,6 +322,8 @@ def _values(deployment: dict[str, Any], rules: Path) -> str:
         "replicas": "Two replicas on different nodes; the PodDisruptionBudget lets one go at a time.",
         "image": "tag: empty means the chart's appVersion (the version `agent-guard --version` prints).",
         "resources": "No CPU limit on purpose: throttling would show up as latency on every agent request.",
+        "service": "clusterIP: a fixed address for the Service (a self-managed control plane's\n"
+        "authorization kubeconfig names it before the cluster runs, docs/deploy.md); empty: allocated.",
         "dryRun": "true: every guard that is not off only warns (agent-guard serve --mode=dry-run).",
         "tls": "source: secret (the chart creates Secret agent-guard-tls from cert/key/ca, PEM text, e.g.\n"
         "  --set-file tls.cert=certs/tls.crt,tls.key=certs/tls.key,tls.ca=certs/ca.crt after\n"
@@ -373,6 +376,15 @@ def render(manifests_dir: Path, rules: Path) -> dict[str, str]:
         elif obj["kind"] == "Deployment":
             files["values.yaml"] = _values(obj, rules)
             body = _deployment(obj, template, part_of)
+        elif obj["kind"] == "Service":
+            if "clusterIP" in obj["spec"]:
+                raise ChartError("the base Service sets clusterIP; the chart takes it from values")
+            # components/fixed-cluster-ip (overlay self-managed): an address the apiserver's
+            # authorization kubeconfig can name before the cluster runs.
+            obj["spec"][
+                template.lines("{{- with .Values.service.clusterIP }}\nclusterIP: {{ . }}\n{{- end }}")
+            ] = None
+            body = template.render(_common(obj, template, part_of))
         else:
             body = template.render(_common(obj, template, part_of))
         path = f"templates/{name}"  # a file of several objects stays one template of several

@@ -59,7 +59,19 @@ def overlay_values(overlay: str, tree: Path) -> list[str]:
         "dry-run": [*tls_values(tree), "--set", "dryRun=true"],
         "kind": [*tls_values(tree), "--set", "image.tag=dev,image.pullPolicy=Never"],
         "cert-manager": ["--set", "tls.source=cert-manager"],
+        "self-managed": [*tls_values(tree), "--set", f"service.clusterIP={fixed_cluster_ip()}"],
     }[overlay]
+
+
+def fixed_cluster_ip() -> str:
+    """The address components/fixed-cluster-ip patches into the Service."""
+    component = yaml.safe_load(
+        (MANIFESTS / "components" / "fixed-cluster-ip" / "kustomization.yaml").read_text()
+    )
+    [patch] = component["patches"]
+    [operation] = yaml.safe_load(patch["patch"])
+    assert operation["path"] == "/spec/clusterIP"
+    return str(operation["value"])
 
 
 def template(helm: Path, home: Path, *values: str, namespace: str = NAMESPACE) -> Documents:
