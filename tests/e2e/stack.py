@@ -54,7 +54,7 @@ AGENT_NAMESPACE, AGENT_NAME = "mcp-system", "mcp-k8s-go"
 CONTROLLER_NAMESPACE, CONTROLLER_NAME = "kube-system", "e2e-controller"
 PROBE_NAMESPACE = "e2e-probe"
 REGISTRATION_TIMEOUT_SECONDS = 30.0
-RBAC_VIEW_TIMEOUT_SECONDS = 15.0
+RBAC_VIEW_TIMEOUT_SECONDS = 60.0
 # The apiserver caches the authorizer's "denied" and "no opinion" answers this long (shipped: 10s).
 AUTHORIZER_CACHE_SECONDS = 1
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
