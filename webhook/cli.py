@@ -27,6 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_delay=args.shutdown_delay,
         shutdown_timeout=args.shutdown_timeout,
         workers=args.workers,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
     )
     try:
         return server.serve(settings)
@@ -160,6 +162,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -200,6 +209,19 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_positive,
         default=20,
         help="then give requests in flight this many seconds to finish (default 20)",
+    )
+    serve.add_argument(
+        "--read-timeout",
+        type=_timeout,
+        default=server.READ_TIMEOUT_SECONDS,
+        help="seconds a client has for its TLS handshake, and for each request head and body "
+        f"(default {server.READ_TIMEOUT_SECONDS:g}: twice the webhook's timeoutSeconds)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=server.MAX_CONNECTIONS,
+        help=f"open connections per worker; more are closed at once (default {server.MAX_CONNECTIONS})",
     )
     serve.set_defaults(func=_serve)
 

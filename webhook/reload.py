@@ -13,9 +13,9 @@ caught half-way. Then:
 - policy: load and compile off the event loop; on success swap ``State.engine`` (one reference
   assignment, so a review in flight finishes with the engine it started with); on failure log the
   error naming file and field, count it, and keep the last good policy in force.
-- certificate: load the new pair into a scratch ``SSLContext`` first (a mismatched pair fails there,
-  not in the live context), then into the serving context itself. Existing connections keep their
-  session; new handshakes get the new certificate.
+- certificate: build a whole new serving context from the pair (``webhook.tls``; a mismatched pair
+  fails there and changes nothing) and switch new handshakes to it, whatever the key type of the
+  old and the new pair. Existing connections keep their session.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from webhook import app, certs, engine, manifests, policy
+from webhook import app, certs, engine, manifests, policy, tls
 
 log = logging.getLogger("agent-guard.reload")
 
@@ -124,9 +124,9 @@ class PolicyReloader:
 
 
 class CertificateReloader:
-    def __init__(self, paths: certs.Paths, context: ssl.SSLContext, state: app.State) -> None:
+    def __init__(self, paths: certs.Paths, switch: tls.Switch, state: app.State) -> None:
         self.paths = paths
-        self.context = context
+        self.switch = switch
         self.state = state
         self.watch = Watch(lambda: [paths.cert, paths.key])
 
@@ -138,10 +138,8 @@ class CertificateReloader:
         # Resolve the ..data symlinks once so certificate and key come from the same generation.
         cert, key = Path(os.path.realpath(self.paths.cert)), Path(os.path.realpath(self.paths.key))
         try:
-            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            scratch.load_cert_chain(cert, key)
             not_after = certs.not_after(cert)
-            self.context.load_cert_chain(cert, key)
+            self.switch.replace(cert, key)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.state.metrics.certificate_reload(ok=False)
             log.error(

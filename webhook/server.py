@@ -27,14 +27,25 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+import uvloop
 
-from webhook import app, certs, decisionlog, engine, metrics, policy, reload
+from webhook import app, certs, decisionlog, engine, manifests, metrics, policy, protocol, reload, tls
 
 log = logging.getLogger("agent-guard.server")
 
 # The apiserver keeps webhook connections alive (Go's idle timeout is 90 s); closing ours first
 # would race its next request onto a dying connection.
 KEEP_ALIVE_SECONDS = 120
+# A request (head and body) and a TLS handshake must be complete this many seconds after they
+# start: twice the timeoutSeconds of the rendered webhook configuration (manifests.TIMEOUT_SECONDS,
+# 5 s; the authorization webhook's is 3 s). The apiserver has given up on anything slower.
+READ_TIMEOUT_SECONDS = 2.0 * manifests.TIMEOUT_SECONDS
+# The apiserver sends a request head of a few hundred bytes; h11's own default (16 KiB) leaves
+# ample room and answers a longer head with 400 after reading 16 KiB, not hundreds of MiB.
+MAX_HEAD_BYTES = 16 * 1024
+# Connections per worker. Each costs a file descriptor and some 50 KiB of TLS and parser state; a
+# few apiservers with their keep-alive pools need tens. Beyond this a new connection is closed.
+MAX_CONNECTIONS = 512
 
 
 class ServeError(Exception):
@@ -54,17 +65,20 @@ class Settings:
     shutdown_delay: float = 0.0  # keep serving (not ready) this long after SIGTERM
     shutdown_timeout: int = 20  # then give requests in flight this long (seconds)
     workers: int = 1  # processes sharing the listening socket
+    read_timeout: float = READ_TIMEOUT_SECONDS  # request head + body, and the TLS handshake
+    max_connections: int = MAX_CONNECTIONS  # per worker
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
+    """One serving context for this pair (``webhook.tls.server_context``), or a ServeError."""
+    return certificate_switch(cert_file, key_file).current
+
+
+def certificate_switch(cert_file: Path, key_file: Path) -> tls.Switch:
     try:
-        context.load_cert_chain(cert_file, key_file)
+        return tls.Switch(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
         raise ServeError(f"cannot load TLS certificate {cert_file} / key {key_file}: {exc}") from exc
-    return context
 
 
 def prepare_certs(cert_dir: Path) -> certs.Paths:
@@ -91,6 +105,7 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
     def _context(_: uvicorn.Config, __: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return context
 
+    _Loop.handshake_timeout = settings.read_timeout  # one server per process
     return uvicorn.Config(
         asgi_app,
         host=settings.host,
@@ -102,7 +117,35 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         server_header=False,
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        # Limits (module constants above say where each number comes from): h11 bounds the request
+        # head, GuardProtocol adds the read deadline and the connection cap, the loop bounds the TLS
+        # handshake, and limit_concurrency answers 503 beyond that many requests in progress.
+        http=protocol.GuardProtocol.configured(settings.read_timeout, settings.max_connections),
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        limit_concurrency=settings.max_connections,
+        loop=f"{__name__}:guard_loop",
     )
+
+
+class _Loop(uvloop.Loop):
+    """uvloop with deadlines for the TLS handshake and the TLS close (uvicorn has no setting for
+    either; uvloop's defaults are 60 s and 30 s). Without the second, a client that keeps sending
+    after we answered 400 and closed keeps its connection until it stops."""
+
+    handshake_timeout: float = READ_TIMEOUT_SECONDS
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:  # type: ignore[override]
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
+            kwargs.setdefault("ssl_shutdown_timeout", self.handshake_timeout)
+        server: asyncio.AbstractServer = await super().create_server(*args, **kwargs)
+        return server
+
+
+def guard_loop() -> asyncio.AbstractEventLoop:
+    """The event loop uvicorn runs on (``loop=``): a connection that does not finish its handshake
+    within ``_Loop.handshake_timeout`` seconds is closed."""
+    return _Loop()
 
 
 def uvicorn_server(asgi_app: Any, settings: Settings) -> uvicorn.Server:
@@ -165,15 +208,15 @@ def build(settings: Settings) -> Server:
     state = app.State(load_engine(settings), max_body=settings.max_body, meters=metrics.Metrics())
     state.metrics.policy_loaded.set_to_current_time()
     paths = prepare_certs(settings.cert_dir)
-    context = tls_context(paths.cert, paths.key)
+    switch = certificate_switch(paths.cert, paths.key)
     state.metrics.certificate_in_use(certs.not_after(paths.cert))
     reloader = reload.Reloader(
         settings.reload_interval,
         reload.PolicyReloader(settings.rules, settings.mode, state),
-        reload.CertificateReloader(paths, context, state),
+        reload.CertificateReloader(paths, switch, state),
     )
     asgi = app.create_app(state, on_decision=decisionlog.Writer(sys.stdout.buffer))
-    config = uvicorn_config(asgi, settings, context)
+    config = uvicorn_config(asgi, settings, switch.listening)
     log.info(
         "policy %s (mode %s); serving https://%s:%d",
         ", ".join(state.engine.policy.sources),
