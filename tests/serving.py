@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tests import reviews
 
@@ -81,11 +82,13 @@ def running(
     port: int | None = None,
     env: dict[str, str] | None = None,
     log: Path | None = None,
+    stdout: int | IO[bytes] | None = None,
 ) -> Iterator[Guard]:
     """Start ``agent-guard serve`` on 127.0.0.1 and an ephemeral port; stop it on exit.
 
     The output goes to ``log`` (default ``<workdir>/agent-guard-<port>.log``, overwritten): a caller
-    that restarts a guard on the same port names each run's log.
+    that restarts a guard on the same port names each run's log. ``stdout`` sends the decision
+    lines elsewhere (a pipe, /dev/full); the log then holds the diagnostics only.
     """
     port = port or free_port()
     log = log or workdir / f"agent-guard-{port}.log"
@@ -107,8 +110,8 @@ def running(
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+            stdout=sink if stdout is None else stdout,
+            stderr=subprocess.STDOUT if stdout is None else sink,
             cwd=reviews.ROOT,
             env={**os.environ, **(env or {})},
         )

@@ -39,6 +39,7 @@ class State:
     ``ready`` turns false when the server starts draining (SIGTERM): ``/readyz`` answers 503 and
     every answer carries ``Connection: close`` so clients move to the other replicas.
     ``policy_error`` is the last refused policy reload (``None`` once a reload succeeds).
+    ``decisions`` is the decision log writer, whose write error (if any) ``/readyz`` reports.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class State:
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
         self.policy_error: str | None = None
+        self.decisions: decisionlog.Writer | None = None
 
 
 Scope = MutableMapping[str, Any]
@@ -223,6 +225,10 @@ def create_app(state: State, on_decision: Callable[[dict[str, Any]], None]) -> G
         answer: dict[str, Any] = {"status": "ok", "policy": list(state.engine.policy.sources)}
         if state.policy_error is not None:  # still ready: the last good policy is in force
             answer["policyReloadError"] = state.policy_error
+        if state.decisions is not None and state.decisions.error is not None:
+            # Still ready: decisions are made and enforced; only their log lines are being lost
+            # (counted in agent_guard_decision_log_dropped_lines_total).
+            answer["decisionLogError"] = state.decisions.error
         return _json(answer)
 
     @app.get("/metrics")

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import queue
 import sys
 import threading
 import time
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
 
 from webhook import attributes, engine
+
+if TYPE_CHECKING:
+    from webhook import metrics
+
+log = logging.getLogger("agent-guard.decisions")
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,22 +110,123 @@ def access_entry(
 
 
 class Writer:
-    """Decision lines straight to a binary stream: one JSON object and a newline each, flushed.
+    """Decision lines to a binary stream, written by a thread of their own: the event loop never waits.
+
+    A review only serialises its line and puts it on a bounded queue (a few microseconds). The
+    writer thread takes whatever has queued up, writes it in one call and flushes. So a log reader
+    that stops reading (a stalled pipe, a slow node agent) stalls only that thread: the queue fills,
+    further lines are dropped and counted (``agent_guard_decision_log_dropped_lines_total``), and
+    reviews keep being answered. A sink that fails (full disk, broken pipe) is counted the same way
+    and reported by ``/readyz`` as ``decisionLogError`` until a write succeeds again; it never
+    fails a review. The queue holds ``capacity`` lines (about 2 MiB at the default), which rides out
+    a reader pausing for a second or two at thousands of reviews per second.
 
     The stdlib ``logging`` path (records, caller lookup, formatting) cost more than judging a
     typical request, and decision lines need none of it: they are data, always written, never
     filtered by ``--log-level``. Diagnostics keep using ``logging`` (``configure_diagnostics``).
+    The thread is started by the first line in each process, so a writer built before
+    ``--workers`` forks serves every worker.
     """
 
-    def __init__(self, stream: BinaryIO) -> None:
+    CAPACITY = 4096
+    BATCH = 512  # lines per write call at most
+
+    def __init__(
+        self, stream: BinaryIO, meters: metrics.Metrics | None = None, capacity: int = CAPACITY
+    ) -> None:
         self._stream = stream
-        self._lock = threading.Lock()  # the reload thread may log too; lines must never interleave
+        self._metrics = meters
+        self._queue: queue.Queue[bytes | None] = queue.Queue(capacity)
+        self._pid = 0  # the process whose thread is running (none yet)
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+        self.error: str | None = None  # the last write error, until a write succeeds again
+        self.dropped = 0
 
     def __call__(self, entry: dict[str, Any]) -> None:
+        if self._pid != os.getpid():
+            self._run()
         line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
-        with self._lock:
-            self._stream.write(line)
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self._drop(1, "queue-full")
+
+    def _run(self) -> None:
+        with self._start:
+            if self._pid == os.getpid():
+                return
+            self._thread = threading.Thread(target=self._write_forever, name="decision-log", daemon=True)
+            self._thread.start()
+            self._pid = os.getpid()
+
+    def _drop(self, lines: int, reason: str) -> None:
+        self.dropped += lines
+        if self._metrics is not None:
+            self._metrics.decision_lines_dropped(reason, lines)
+
+    def _write_forever(self) -> None:
+        take = self._queue.get
+        while True:
+            batch = [take()]
+            while len(batch) < self.BATCH and batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = batch[-1] is None
+            lines = [line for line in batch if line is not None]
+            if lines:
+                self._write(lines)
+            if done:
+                return
+
+    def _write(self, lines: list[bytes]) -> None:
+        try:
+            self._stream.write(b"".join(lines))
             self._stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            if self.error is None:
+                log.error("cannot write decision lines (%s); dropping them until a write succeeds", exc)
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._drop(len(lines), "write-error")
+            if self._metrics is not None:
+                self._metrics.decision_log_failed(True)
+            return
+        if self.error is not None:
+            log.warning("decision lines are written again (%d dropped so far)", self.dropped)
+            self.error = None
+            if self._metrics is not None:
+                self._metrics.decision_log_failed(False)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write what is queued and stop the thread; False if the sink did not take it in time."""
+        if self._thread is None or self._pid != os.getpid():
+            return True
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return False
+        self._thread.join(timeout)
+        stopped = not self._thread.is_alive()
+        if stopped:
+            self._thread, self._pid = None, 0
+        return stopped
+
+
+def stdout_stream() -> BinaryIO:
+    """Where decision lines go: stdout, or a clear error when the process has none."""
+    stream = getattr(sys.stdout, "buffer", None)
+    try:
+        if stream is None:
+            raise OSError("no stdout")
+        os.fstat(stream.fileno())
+    except (OSError, ValueError) as exc:
+        raise OSError(
+            f"decision lines are written to stdout, which is closed ({exc}); start the guard with "
+            "stdout open (redirect it to /dev/null to discard decision lines)"
+        ) from None
+    return cast(BinaryIO, stream)
 
 
 def configure_diagnostics(level: int = logging.INFO) -> None:

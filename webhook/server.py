@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,6 +173,8 @@ class Server(uvicorn.Server):
         finally:
             if task is not None:
                 task.cancel()
+            if self.state.decisions is not None and not self.state.decisions.close():
+                log.warning("stopping with decision lines unwritten: stdout does not take them")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a Python signal handler: set flags only; on_tick does the rest (and the logging).
@@ -215,7 +216,12 @@ def build(settings: Settings) -> Server:
         reload.PolicyReloader(settings.rules, settings.mode, state),
         reload.CertificateReloader(paths, switch, state),
     )
-    asgi = app.create_app(state, on_decision=decisionlog.Writer(sys.stdout.buffer))
+    try:
+        stream = decisionlog.stdout_stream()
+    except OSError as exc:
+        raise ServeError(str(exc)) from None
+    state.decisions = decisionlog.Writer(stream, state.metrics)
+    asgi = app.create_app(state, on_decision=state.decisions)
     config = uvicorn_config(asgi, settings, switch.listening)
     log.info(
         "policy %s (mode %s); serving https://%s:%d",
