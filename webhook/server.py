@@ -45,6 +45,8 @@ MAX_HEAD_BYTES = 16 * 1024
 # Connections per worker. Each costs a file descriptor and some 50 KiB of TLS and parser state; a
 # few apiservers with their keep-alive pools need tens. Beyond this a new connection is closed.
 MAX_CONNECTIONS = 512
+# A dead worker is replaced at most once per this many seconds (see supervise).
+RESPAWN_SECONDS = 1.0
 
 
 class ServeError(Exception):
@@ -246,12 +248,17 @@ def supervise(server: Server, workers: int) -> int:
 
     Everything that can fail (policy, certificates, the bind) fails once, in the parent, before any
     fork. The kernel spreads connections over the processes; each worker has its own event loop,
-    hot-reload task and metrics registry (a scrape sees one worker). SIGTERM/SIGINT to the parent
-    become a graceful SIGTERM to every worker; the parent exits with the worst worker exit code.
+    hot-reload task and metrics registry (a scrape sees one worker). A worker that dies while the
+    guard is serving (a crash, the OOM killer) is logged and replaced, so capacity comes back and
+    readiness stays honest; replacements are spaced ``RESPAWN_SECONDS`` apart so a worker that
+    dies at once cannot make the parent spin. SIGTERM/SIGINT to the parent become a graceful
+    SIGTERM to every worker; the parent then exits with the worst exit code among them.
     """
     sock = server.config.bind_socket()
-    children: list[int] = []
-    for _ in range(workers):
+    children: set[int] = set()
+    stopping = False
+
+    def _start() -> int:
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
@@ -262,19 +269,37 @@ def supervise(server: Server, workers: int) -> int:
                 code = 1
             finally:
                 os._exit(code)
-        children.append(pid)
-    sock.close()
-    log.info("started %d workers: %s", workers, ", ".join(map(str, children)))
+        children.add(pid)
+        if stopping:  # SIGTERM arrived while forking: this one must stop too
+            os.kill(pid, signal.SIGTERM)
+        return pid
 
     def _forward(_: int, __: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
+    for _ in range(workers):
+        _start()
+    log.info("started %d workers: %s", workers, ", ".join(map(str, sorted(children))))
     worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, abs(os.waitstatus_to_exitcode(status)))
+    last_start = 0.0
+    while children:
+        pid, status = os.wait()
+        children.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            worst = max(worst, abs(code))
+            continue
+        how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        log.error("worker %d %s while serving; starting a replacement", pid, how)
+        time.sleep(max(0.0, last_start + RESPAWN_SECONDS - time.monotonic()))
+        if not stopping:
+            last_start = time.monotonic()
+            log.info("replacement worker %d started (%d running)", _start(), len(children))
+    sock.close()
     return worst
