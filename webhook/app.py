@@ -8,6 +8,7 @@ HTTP 4xx with a JSON ``{"error": ...}``; a policy violation is HTTP 200 with ``a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -22,6 +23,9 @@ from webhook import attributes, decisionlog, engine, metrics, review
 log = logging.getLogger("agent-guard.app")
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024  # AdmissionReviews carry old+new objects; etcd caps objects at ~1.5 MiB
+
+
+SHUTTING_DOWN = "the guard shut down before this review was complete; send it again (another replica answers)"
 
 
 class Problem(Exception):
@@ -154,6 +158,7 @@ class GuardApp:
             return
         started = time.perf_counter()
         status = 500
+        closing = not self.state.ready
         try:
             if scope["method"] != "POST":
                 status, payload = 405, _error(405, f"use POST with a JSON {endpoint.envelope} body")
@@ -161,6 +166,15 @@ class GuardApp:
                 status, payload = self._review(endpoint, await read_body(scope, receive, self.state.max_body))
         except Problem as exc:
             status, payload = exc.status, _error(exc.status, exc.message)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still in flight when --shutdown-timeout runs out (in practice a
+            # body still arriving): answer that, rather than let it send a bare 500, and finish
+            # normally so the cancellation is not logged as a crash.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            status, payload = 503, _error(503, SHUTTING_DOWN)
+            closing = True
         except Exception as exc:  # never a traceback to the client
             log.error("unexpected %s while serving /%s", type(exc).__name__, endpoint.name, exc_info=exc)
             status, payload = 500, _error(500, "internal error in the guard; see its log")
@@ -169,7 +183,7 @@ class GuardApp:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         if status == 405:
             headers.append((b"allow", b"POST"))
-        if not self.state.ready:
+        if closing:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
