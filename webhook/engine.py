@@ -3,7 +3,8 @@
 The engine is built once per policy (identity matcher compiled, modes resolved, ``off`` families
 dropped) so that a review is a few dictionary lookups plus the guards themselves. It owns the
 cross-cutting rules so guards cannot get them wrong: the ``[guard-id]`` prefix, dry-run versus
-enforce, failing closed when a guard crashes on an agent's request, and the policy's exemptions
+enforce, failing closed when a guard crashes on an agent's request or meets an object it cannot read
+(``webhook.guards.safe``: wrong JSON types, oversized lists), and the policy's exemptions
 (a guard's findings on an exempted request are dropped from the decision but kept in
 ``Verdict.exempted``, so audits still see what was let through and why). Time enters only through
 the injected ``today`` clock, so expiry is testable and evaluation stays a pure function of its inputs.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from webhook import attributes, exemptions, guards, identity, policy
-from webhook.guards import base
+from webhook.guards import base, safe
 
 log = logging.getLogger("agent-guard.engine")
 
@@ -138,6 +139,10 @@ class Engine:
             guard_id = active.family.id
             try:
                 messages = list(check(request, active.settings, self.context))
+            except safe.Unreadable as exc:  # a wrong type or an oversized list: a finding, not a crash
+                roots = (getattr(request, "object", None), getattr(request, "old_object", None))
+                findings.append(Finding(guard_id, f"[{guard_id}] {exc.finding(*roots)}", active.mode))
+                continue
             except Exception as exc:  # a crashing guard must deny, never let the request through
                 log.exception("guard %s failed on request uid=%s", guard_id, uid)
                 findings.append(

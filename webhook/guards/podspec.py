@@ -4,6 +4,9 @@ An agent rarely needs to create a Pod itself: a Deployment, Job, CronJob or even
 a controller create it later, under the controller's identity, where an identity-keyed guard can no
 longer see the agent. So each pod template is judged at the agent's write. The paths below are the
 complete list for the built-in workload APIs.
+
+Everything here reads through ``webhook.guards.safe``: a pod spec, template or container list of the
+wrong JSON type is a ``Malformed`` finding of the guard that asked, never "no pod spec here".
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import attributes
-from webhook.guards import base
+from webhook.guards import base, safe
 
 # (group, resource) -> path of the pod spec inside the object
 TEMPLATE_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -55,12 +58,14 @@ class Container:
 
 
 def _dig(obj: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    """The object at ``path``; None where the path ends early (absent); Malformed on a wrong type."""
     current: Any = obj
-    for key in path:
-        if not isinstance(current, Mapping):
-            return None
+    for depth, key in enumerate(path):
         current = current.get(key)
-    return current if isinstance(current, Mapping) else None
+        if current is None:
+            return None
+        safe.mapping(current, ".".join(path[: depth + 1]))
+    return current  # type: ignore[no-any-return]
 
 
 def pod_spec(request: attributes.AdmissionRequest) -> PodSpec | None:
@@ -86,26 +91,20 @@ class Volume:
 
 
 def volumes(pod: PodSpec) -> Iterator[Volume]:
-    """Every volume of the pod, labelled for messages."""
-    items = pod.spec.get("volumes")
-    if not isinstance(items, list):
-        return
-    for index, item in enumerate(items):
-        if isinstance(item, Mapping):
-            name = item.get("name", f"#{index}")
-            yield Volume(f'volume "{name}"', f"{pod.path}.volumes[{index}]", item)
+    """Every volume of the pod, labelled for messages (``safe``: wrong types and huge lists raise)."""
+    field = f"{pod.path}.volumes"
+    for index, item in safe.mappings(pod.spec.get("volumes"), field):
+        name = safe.text(item.get("name"), f"{field}[{index}].name") or f"#{index}"
+        yield Volume(f'volume "{name}"', f"{field}[{index}]", item)
 
 
 def containers(pod: PodSpec) -> Iterator[Container]:
-    """Every container of every kind, labelled for messages."""
+    """Every container of every kind, labelled for messages (``safe``: wrong types and huge lists raise)."""
     for list_name, label in CONTAINER_LISTS:
-        items = pod.spec.get(list_name)
-        if not isinstance(items, list):
-            continue
-        for index, item in enumerate(items):
-            if isinstance(item, Mapping):
-                name = item.get("name", f"#{index}")
-                yield Container(f'{label} "{name}"', f"{pod.path}.{list_name}[{index}]", item)
+        field = f"{pod.path}.{list_name}"
+        for index, item in safe.mappings(pod.spec.get(list_name), field):
+            name = safe.text(item.get("name"), f"{field}[{index}].name") or f"#{index}"
+            yield Container(f'{label} "{name}"', f"{field}[{index}]", item)
 
 
 def previous(request: attributes.AdmissionRequest) -> PodSpec | None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.guards import podspec
+from webhook.guards import podspec, safe
 
 Level = Literal["baseline", "restricted"]
 
@@ -99,12 +99,9 @@ class Standard:
         return own | self.extra_capabilities
 
 
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+# Wrong JSON types raise safe.Malformed (a finding), oversized lists safe.TooLarge.
+_map = safe.mapping
+_list = safe.items
 
 
 def _on(value: Any) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 import pydantic
 
 from webhook import attributes
-from webhook.guards import base
+from webhook.guards import base, safe
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 CERTIFICATES_GROUP = "certificates.k8s.io"
@@ -97,11 +97,7 @@ class Settings(base.GuardSettings):
 # --- small helpers -------------------------------------------------------------------------------
 
 
-def _strings(value: Any) -> list[str]:
-    """A list field as strings; anything malformed reads as empty (the apiserver validated it)."""
-    if not isinstance(value, list):
-        return []
-    return [item for item in value if isinstance(item, str)]
+_strings = safe.strings  # a wrong type raises safe.Malformed (a finding), never reads as empty
 
 
 def _quoted(items: Sequence[str]) -> str:

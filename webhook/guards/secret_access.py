@@ -36,7 +36,7 @@ from typing import Any
 import pydantic
 
 from webhook import attributes
-from webhook.guards import base, podspec
+from webhook.guards import base, podspec, safe
 
 TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"  # noqa: S105 - a type name, not a secret
 ALL = "*"
@@ -103,15 +103,9 @@ class SecretRef:
     name: str
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _items(value: Any) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, Mapping):
-                yield index, item
+# Wrong JSON types raise safe.Malformed (a finding), oversized lists safe.TooLarge.
+_text = safe.text
+_items = safe.mappings
 
 
 def _volume_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:

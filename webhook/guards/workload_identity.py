@@ -20,12 +20,11 @@ allowed; one that changes it (a new image or command) is judged in full.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import pydantic
 
 from webhook import attributes
-from webhook.guards import base, podspec
+from webhook.guards import base, podspec, safe
 
 DEFAULT_ACCOUNT = "default"
 ALL = "*"
@@ -45,8 +44,7 @@ class Settings(base.GuardSettings):
         return account == DEFAULT_ACCOUNT or ALL in names or account in names
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+_text = safe.text  # a non-string raises safe.Malformed (a finding)
 
 
 def account_of(pod: podspec.PodSpec) -> tuple[str, str]:
