@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 
 from webhook import attributes
-from webhook.guards import base
+from webhook.guards import base, safe
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 ADMISSION_GROUP = "admissionregistration.k8s.io"
@@ -72,9 +72,8 @@ def _matches(patterns: tuple[str, ...], key: str) -> bool:
 
 
 def _metadata_map(obj: attributes.Object | None, field: str) -> Mapping[str, Any]:
-    metadata = obj.get("metadata") if obj is not None else None
-    found = metadata.get(field) if isinstance(metadata, Mapping) else None
-    return found if isinstance(found, Mapping) else {}
+    metadata = safe.mapping(obj.get("metadata") if obj is not None else None, "metadata")
+    return safe.string_map(metadata.get(field), f"metadata.{field}")
 
 
 def _name(request: attributes.AdmissionRequest) -> str:
@@ -82,8 +81,8 @@ def _name(request: attributes.AdmissionRequest) -> str:
     if request.name:
         return request.name
     target = request.target
-    metadata = target.get("metadata") if target is not None else None
-    return str(metadata.get("name", "")) if isinstance(metadata, Mapping) else ""
+    metadata = safe.mapping(target.get("metadata") if target is not None else None, "metadata")
+    return safe.text(metadata.get("name"), "metadata.name")
 
 
 # --- the guard's namespace and RBAC ------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import pydantic
 
 from webhook import attributes
-from webhook.guards import base, podspec, pss
+from webhook.guards import base, podspec, pss, safe
 
 _CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -57,16 +57,14 @@ def _metadata(obj: Mapping[str, Any], pod: podspec.PodSpec) -> tuple[Mapping[str
     """The pod's metadata sits next to its spec (``spec`` -> ``metadata``, ``…template.spec`` ->
     ``…template.metadata``): AppArmor's legacy annotations live there."""
     path = [*pod.path.split(".")[:-1], "metadata"]
-    current: Any = obj
-    for key in path:
-        current = current.get(key) if isinstance(current, Mapping) else None
-    return (current if isinstance(current, Mapping) else {}), ".".join(path)
+    current: Mapping[str, Any] = obj
+    for depth, key in enumerate(path):
+        current = safe.mapping(current.get(key), ".".join(path[: depth + 1]))
+    return current, ".".join(path)
 
 
 def _apparmor(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    annotations = metadata.get("annotations")
-    if not isinstance(annotations, Mapping):
-        return {}
+    annotations = safe.string_map(metadata.get("annotations"))
     return {
         k: v for k, v in annotations.items() if isinstance(k, str) and k.startswith(pss.APPARMOR_ANNOTATION)
     }

@@ -276,7 +276,7 @@ def _container_baseline(container: podspec.Container, std: Standard) -> Iterator
             "which gives it every capability and the node's devices (a node escape); remove it and "
             "add only the capabilities it needs",
         )
-    added = _list(_map(context.get("capabilities")).get("add"))
+    added = safe.strings(_map(context.get("capabilities")).get("add"))
     forbidden = [cap for cap in added if cap not in std.allowed_capabilities]
     if forbidden:
         yield _sets(
@@ -346,7 +346,7 @@ def _container_restricted(container: podspec.Container, windows: bool) -> Iterat
                 escalation,
                 "which the restricted level does not allow; set it to false",
             )
-        if "ALL" not in _list(_map(context.get("capabilities")).get("drop")):
+        if "ALL" not in safe.strings(_map(context.get("capabilities")).get("drop")):
             yield (
                 f'{who} does not set securityContext.capabilities.drop=["ALL"]; drop ALL and add back '
                 "only NET_BIND_SERVICE if it binds a low port"

@@ -146,15 +146,13 @@ def _rule_problems(rule: Mapping[str, Any]) -> list[str]:
 
 
 def _aggregation_problems(obj: Mapping[str, Any]) -> Iterator[str]:
-    if isinstance(obj.get("aggregationRule"), Mapping):
+    safe.mapping(obj.get("aggregationRule"), "aggregationRule")  # a wrong type is malformed
+    if obj.get("aggregationRule") is not None:
         yield (
             "sets aggregationRule: an aggregated ClusterRole collects the rules of every ClusterRole its "
             "selector matches, now and later (including cluster-admin-level ones); list the rules explicitly"
         )
-    metadata = obj.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-    if not isinstance(labels, Mapping):
-        return
+    labels = safe.string_map(safe.mapping(obj.get("metadata"), "metadata").get("labels"), "metadata.labels")
     for key, value in labels.items():
         # Selectors of aggregating roles may match any value; only an explicit "false" is harmless.
         if str(key).startswith(AGGREGATE_LABEL_PREFIX) and str(value).lower() != "false":
@@ -170,10 +168,7 @@ def _role_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
     if obj is None:
         return
     what = _describe(request)
-    rules = obj.get("rules")
-    for index, rule in enumerate(rules if isinstance(rules, list) else []):
-        if not isinstance(rule, Mapping):
-            continue
+    for index, rule in safe.mappings(obj.get("rules"), "rules"):
         problems = _rule_problems(rule)
         if problems:
             yield (
@@ -190,7 +185,7 @@ def _role_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
 
 
 def _powerful_role(ref: Mapping[str, Any], namespace: str, settings: Settings) -> bool:
-    kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
+    kind, name = safe.text(ref.get("kind"), "roleRef.kind"), safe.text(ref.get("name"), "roleRef.name")
     if kind == "ClusterRole":
         if name in POWERFUL_CLUSTER_ROLES:
             return True
@@ -205,14 +200,14 @@ def _powerful_role(ref: Mapping[str, Any], namespace: str, settings: Settings) -
 
 def _subject_identity(subject: Mapping[str, Any], binding_namespace: str) -> attributes.UserInfo | None:
     """The caller a subject grants to, as the authenticator would present it (None: malformed)."""
-    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    kind, name = safe.text(subject.get("kind")), safe.text(subject.get("name"))
     if not name:
         return None
     if kind == "Group":
         return attributes.UserInfo(username="", groups=(name,))
     if kind == "ServiceAccount":
         # RBAC defaults a ServiceAccount subject's namespace to the binding's own namespace.
-        namespace = str(subject.get("namespace") or binding_namespace)
+        namespace = safe.text(subject.get("namespace")) or binding_namespace
         if not namespace:
             return None
         name = f"{attributes.SA_PREFIX}{namespace}:{name}"
@@ -229,7 +224,7 @@ def _subject_identity(subject: Mapping[str, Any], binding_namespace: str) -> att
 def _subject_problem(
     subject: Mapping[str, Any], binding_namespace: str, caller: attributes.UserInfo, ctx: base.Context
 ) -> str | None:
-    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    kind, name = safe.text(subject.get("kind")), safe.text(subject.get("name"))
     if kind == "Group" and name.startswith(RESERVED_GROUP_PREFIX):
         return (
             f'group "{name}" is a Kubernetes-assigned group (all users, all ServiceAccounts, or '
@@ -257,21 +252,16 @@ def _binding_findings(
     if obj is None:
         return
     what = _describe(request)
-    metadata = obj.get("metadata")
-    namespace = request.namespace or (
-        str(metadata.get("namespace", "")) if isinstance(metadata, Mapping) else ""
-    )
-    ref = obj.get("roleRef")
-    if isinstance(ref, Mapping) and _powerful_role(ref, namespace, settings):
+    metadata = safe.mapping(obj.get("metadata"), "metadata")
+    namespace = request.namespace or safe.text(metadata.get("namespace"), "metadata.namespace")
+    ref = safe.mapping(obj.get("roleRef"), "roleRef")
+    if ref and _powerful_role(ref, namespace, settings):
         yield (
             f'{what}: roleRef {ref.get("kind")} "{ref.get("name")}" is a powerful role (Secrets, exec, RBAC '
             "or control-plane access); bind a Role with only the verbs and resources needed, or "
             f"{ASK}"
         )
-    subjects = obj.get("subjects")
-    for index, subject in enumerate(subjects if isinstance(subjects, list) else []):
-        if not isinstance(subject, Mapping):
-            continue
+    for index, subject in safe.mappings(obj.get("subjects"), "subjects"):
         problem = _subject_problem(subject, namespace, request.user, ctx)
         if problem:
             yield f"{what}: subjects[{index}] {problem}"
@@ -283,9 +273,8 @@ def _binding_findings(
 def _csr_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
     if request.operation == "CREATE" and not request.sub_resource:
         signer = ""
-        spec = request.object.get("spec") if request.object is not None else None
-        if isinstance(spec, Mapping):
-            signer = str(spec.get("signerName", ""))
+        spec = safe.mapping(request.object.get("spec") if request.object is not None else None, "spec")
+        signer = safe.text(spec.get("signerName"), "spec.signerName")
         yield (
             f'creating CertificateSigningRequest "{request.name}" (spec.signerName "{signer}") is not '
             "allowed for agents: a signed client certificate is a login as any user or group it names, "

@@ -140,6 +140,15 @@ def text(value: Any, field: str = "") -> str:
     raise Malformed(field, "a string", value)
 
 
+def string_map(value: Any, field: str = "") -> Mapping[str, str]:
+    """An object of strings (labels, annotations); any value that is not a string is Malformed."""
+    found = mapping(value, field)
+    for key, item in found.items():
+        if not isinstance(item, str):
+            raise Malformed(f'{field}["{key}"]' if field else "", "a string", item)
+    return found
+
+
 def strings(value: Any, field: str = "") -> list[str]:
     """A list of strings; any item that is not a string is Malformed."""
     found = items(value, field)

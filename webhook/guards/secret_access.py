@@ -112,17 +112,19 @@ def _volume_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
     for volume in podspec.volumes(pod):
         owner, prefix = volume.label, volume.field
         for source, (path, key) in VOLUME_SECRETS.items():
-            holder: Any = volume.spec.get(source)
-            for step in path:
-                holder = holder.get(step) if isinstance(holder, Mapping) else None
-            if isinstance(holder, Mapping):
+            if volume.spec.get(source) is None:
+                continue
+            holder = safe.mapping(volume.spec.get(source), f"{prefix}.{source}")
+            for depth, step in enumerate(path):
+                holder = safe.mapping(holder.get(step), ".".join((prefix, source, *path[: depth + 1])))
+            if holder:
                 field = ".".join((prefix, source, *(path or (key,))))
                 yield SecretRef(owner, field, _text(holder.get(key)))
-        projected = volume.spec.get("projected")
-        sources = projected.get("sources") if isinstance(projected, Mapping) else None
-        for position, item in _items(sources):
+        projected = safe.mapping(volume.spec.get("projected"), f"{prefix}.projected")
+        for position, item in _items(projected.get("sources"), f"{prefix}.projected.sources"):
             secret = item.get("secret")
-            if isinstance(secret, Mapping):
+            if secret is not None:
+                secret = safe.mapping(secret, f"{prefix}.projected.sources[{position}].secret")
                 field = f"{prefix}.projected.sources[{position}].secret"
                 yield SecretRef(owner, field, _text(secret.get("name")))
 
@@ -130,15 +132,17 @@ def _volume_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
 def _container_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
     for container in podspec.containers(pod):
         for index, env in _items(container.spec.get("env")):
-            value_from = env.get("valueFrom")
-            ref = value_from.get("secretKeyRef") if isinstance(value_from, Mapping) else None
-            if isinstance(ref, Mapping):
-                field = f"{container.field}.env[{index}].valueFrom.secretKeyRef"
+            field = f"{container.field}.env[{index}].valueFrom.secretKeyRef"
+            value_from = safe.mapping(env.get("valueFrom"), f"{container.field}.env[{index}].valueFrom")
+            ref = value_from.get("secretKeyRef")
+            if ref is not None:
+                ref = safe.mapping(ref, field)
                 yield SecretRef(container.label, field, _text(ref.get("name")))
         for index, env_from in _items(container.spec.get("envFrom")):
+            field = f"{container.field}.envFrom[{index}].secretRef"
             ref = env_from.get("secretRef")
-            if isinstance(ref, Mapping):
-                field = f"{container.field}.envFrom[{index}].secretRef"
+            if ref is not None:
+                ref = safe.mapping(ref, field)
                 yield SecretRef(container.label, field, _text(ref.get("name")))
 
 
@@ -149,8 +153,7 @@ def secret_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
 
 
 def _metadata(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    metadata = (obj or {}).get("metadata")
-    return metadata if isinstance(metadata, Mapping) else {}
+    return safe.mapping((obj or {}).get("metadata"), "metadata")
 
 
 def _namespace(request: attributes.AdmissionRequest) -> str:
@@ -163,8 +166,8 @@ def _object_name(request: attributes.AdmissionRequest) -> str:
 
 
 def _annotation(obj: Mapping[str, Any], key: str) -> str:
-    annotations = _metadata(obj).get("annotations")
-    return _text(annotations.get(key)) if isinstance(annotations, Mapping) else ""
+    annotations = safe.string_map(_metadata(obj).get("annotations"), "metadata.annotations")
+    return annotations.get(key, "")
 
 
 def _pod_refs(request: attributes.AdmissionRequest, settings: Settings) -> Iterator[str]:
@@ -200,7 +203,7 @@ def _secret_write(request: attributes.AdmissionRequest, settings: Settings) -> I
         return
     namespace, name = _namespace(request), _object_name(request)
     objects = [request.object, request.old_object or {}]
-    if any(obj.get("type") == TOKEN_SECRET_TYPE for obj in objects):
+    if any(_text(obj.get("type"), "type") == TOKEN_SECRET_TYPE for obj in objects):
         account = _annotation(request.object, "kubernetes.io/service-account.name")
         verb = "creating" if request.operation == "CREATE" else "updating"
         yield (

@@ -1,0 +1,94 @@
+"""Wrong JSON types never hide a violation: every wrong-type mutation of a denied object is denied.
+
+For every admission deny fixture, each object, list and string inside ``object``/``oldObject`` is
+replaced in turn by values of another JSON type (an object wrapped in a list, a list turned into an
+object, either turned into a string, a string turned into a number). The apiserver never sends such
+objects; a broken or hostile client on the network path might, and for an agent the rule is "fail
+closed": the guard either still sees the violation or says the object is malformed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import reviews
+from tests.unit import test_fixtures
+from webhook import engine, policy
+
+Path_ = tuple[str | int, ...]
+
+
+def _paths(value: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*path, index))
+
+
+def _wrong_types(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [[value], "x", 1]
+    if isinstance(value, list):
+        return [{str(i): item for i, item in enumerate(value)}, "x", value[0] if value else 1]
+    if isinstance(value, str):
+        return [1, [value], {value: value}]
+    return []
+
+
+def _set(root: Any, path: Path_, value: Any) -> None:
+    for step in path[:-1]:
+        root = root[step]
+    root[path[-1]] = value
+
+
+def mutations(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for field in ("object", "oldObject"):
+        root = data.get("request", {}).get(field)
+        if not isinstance(root, dict):
+            continue
+        for path, value in list(_paths(root)):
+            if path in ((), ("kind",), ("apiVersion",)):  # the envelope names the kind, not the object
+                continue
+            for wrong in _wrong_types(value):
+                mutated = copy.deepcopy(data)
+                _set(mutated["request"][field], path, wrong)
+                where = ".".join(str(p) for p in (field, *path))
+                yield f"{where} = {wrong!r:.40}", mutated
+
+
+DENY = [
+    path
+    for path in sorted(reviews.FIXTURES.glob("*/deny.*.yaml"))
+    if any(next(mutations(test_fixtures._load(path)), None) for _ in (0,))
+    if "request" in test_fixtures._load(path)
+]
+
+
+@pytest.mark.parametrize("path", DENY, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_wrong_type_mutation_of_a_denied_object_is_allowed(
+    path: Path, shipped_policy: policy.Policy
+) -> None:
+    data = test_fixtures._load(path)
+    judge: engine.Engine = test_fixtures._engine_for(
+        shipped_policy.with_mode("enforce"), data.get("settings")
+    )
+    user = data.get("user", reviews.AGENT)
+    allowed, crashed, tried = [], [], 0
+    for label, mutated in mutations(data):
+        tried += 1
+        verdict = test_fixtures._judge(judge, mutated, user)
+        if verdict.allowed:
+            allowed.append(label)
+        elif any(f.error for f in verdict.findings):
+            crashed.append(label)
+    assert tried > 0
+    assert allowed == [], f"{len(allowed)} of {tried} wrong-type mutations allowed: {allowed[:10]}"
+    assert crashed == [], f"{len(crashed)} of {tried} mutations crashed a guard: {crashed[:10]}"
