@@ -13,6 +13,7 @@ the injected ``today`` clock, so expiry is testable and evaluation stays a pure 
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,6 +73,19 @@ class Verdict:
         if not self.allowed:
             return "deny"
         return "would-deny" if self.findings else "allow"
+
+
+# Per guard and review: at most this many findings, each at most MAX_MESSAGE characters (a message
+# may quote a value from the object). Keeps the answer and the decision line a few kilobytes.
+MAX_FINDINGS = 20
+MAX_MESSAGE = 1000
+MORE_FINDINGS = (
+    f"more findings than the {MAX_FINDINGS} listed; fix these and send the object again to see the rest"
+)
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
 NOT_AGENT = Verdict(agent=False)
@@ -138,7 +152,11 @@ class Engine:
         for active, check in checks:
             guard_id = active.family.id
             try:
-                messages = list(check(request, active.settings, self.context))
+                # A bounded number per guard: the answer, the log line and the work stay small
+                # whatever the object (a pod with a thousand privileged containers).
+                messages = list(
+                    itertools.islice(check(request, active.settings, self.context), MAX_FINDINGS + 1)
+                )
             except safe.Unreadable as exc:  # a wrong type or an oversized list: a finding, not a crash
                 roots = (getattr(request, "object", None), getattr(request, "old_object", None))
                 findings.append(Finding(guard_id, f"[{guard_id}] {exc.finding(*roots)}", active.mode))
@@ -155,7 +173,9 @@ class Engine:
                     )
                 )
                 continue
-            findings.extend(Finding(guard_id, f"[{guard_id}] {m}", active.mode) for m in messages)
+            if len(messages) > MAX_FINDINGS:
+                messages[MAX_FINDINGS:] = [MORE_FINDINGS]
+            findings.extend(Finding(guard_id, f"[{guard_id}] {_short(m)}", active.mode) for m in messages)
         if not findings:
             return AGENT_CLEAN
         if self.exemptions:

@@ -1,4 +1,6 @@
-"""Wrong JSON types never hide a violation: every wrong-type mutation of a denied object is denied.
+"""Objects a guard cannot read as they are: wrong JSON types and oversized lists are denied for agents.
+
+Wrong JSON types never hide a violation: every wrong-type mutation of a denied object is denied.
 
 For every admission deny fixture, each object, list and string inside ``object``/``oldObject`` is
 replaced in turn by values of another JSON type (an object wrapped in a list, a list turned into an
@@ -14,11 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests import reviews
 from tests.unit import test_fixtures
-from webhook import engine, policy
+from webhook import engine, policy, review
+from webhook.guards import safe
 
 Path_ = tuple[str | int, ...]
 
@@ -92,3 +96,56 @@ def test_no_wrong_type_mutation_of_a_denied_object_is_allowed(
     assert tried > 0
     assert allowed == [], f"{len(allowed)} of {tried} wrong-type mutations allowed: {allowed[:10]}"
     assert crashed == [], f"{len(crashed)} of {tried} mutations crashed a guard: {crashed[:10]}"
+
+
+# --- bounded work per review (defect 9 of #13) ---------------------------------------------------
+
+
+def _pod(containers: list[dict[str, Any]], **metadata: Any) -> dict[str, Any]:
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", **metadata},
+        "spec": {"containers": containers},
+    }
+    return reviews.admission_request("CREATE", "pods", obj=obj)
+
+
+def _privileged(count: int) -> list[dict[str, Any]]:
+    return [
+        {"name": f"c{i}", "image": "alpine", "securityContext": {"privileged": True}} for i in range(count)
+    ]
+
+
+def _answer(judge: engine.Engine, request: dict[str, Any]) -> tuple[engine.Verdict, bytes]:
+    parsed = review.parse_admission(reviews.body(reviews.review(request)))
+    verdict = judge.admit(parsed)
+    return verdict, orjson.dumps(review.admission_response(parsed.uid, verdict))
+
+
+def test_a_list_longer_than_the_guards_review_is_refused_for_agents(shipped_engine: engine.Engine) -> None:
+    verdict, answer = _answer(shipped_engine, _pod(_privileged(safe.MAX_ITEMS + 1)))
+    assert not verdict.allowed
+    assert (
+        f"[privileged-workload] spec.containers has {safe.MAX_ITEMS + 1} items, more than the"
+        in answer.decode()
+    )
+    assert len(answer) < 4096
+
+
+def test_findings_per_guard_are_capped_so_answers_and_log_lines_stay_small(
+    shipped_engine: engine.Engine,
+) -> None:
+    verdict, answer = _answer(shipped_engine, _pod(_privileged(safe.MAX_ITEMS)))
+    mine = [f.message for f in verdict.findings if f.guard == "privileged-workload"]
+    assert len(mine) == engine.MAX_FINDINGS + 1 and mine[-1].endswith(engine.MORE_FINDINGS)
+    assert len(answer) < 32 * 1024  # a thousand findings would be some 200 KiB
+
+
+def test_a_long_value_quoted_in_a_message_is_cut(shipped_engine: engine.Engine) -> None:
+    huge = "x" * 100_000
+    annotations = {"container.apparmor.security.beta.kubernetes.io/app": huge}
+    verdict, answer = _answer(shipped_engine, _pod([{"name": "app", "image": "a"}], annotations=annotations))
+    assert not verdict.allowed
+    assert all(len(f.message) <= engine.MAX_MESSAGE + 40 for f in verdict.findings)
+    assert len(answer) < 8 * 1024
