@@ -22,7 +22,23 @@ from webhook import attributes, decisionlog, engine, metrics, review
 
 log = logging.getLogger("agent-guard.app")
 
-DEFAULT_MAX_BODY = 8 * 1024 * 1024  # AdmissionReviews carry old+new objects; etcd caps objects at ~1.5 MiB
+# What the apiserver can send (docs/hardening.md): an AdmissionReview carries the object and, on
+# UPDATE and DELETE, the old object. The apiserver refuses write bodies over 3 MiB
+# (MaxRequestBodyBytes in k8s.io/apiserver pkg/server/config.go: twice etcd's 1.5 MiB request limit),
+# so each object is at most about 3 MiB of JSON; 1 MiB more covers the envelope (userInfo, options).
+APISERVER_MAX_REQUEST_BODY = 3 * 1024 * 1024
+DEFAULT_MAX_BODY = 2 * APISERVER_MAX_REQUEST_BODY + 1024 * 1024
+# The body limit bounds bytes, not the Python objects parsed from them: `{},` is 3 bytes and some
+# 100 bytes once parsed. So a body may hold at most this many JSON values (counted from its
+# commas and brackets before parsing, an upper bound). Ordinary objects average 15 bytes or more
+# per value, so a 3 MiB object and its old version stay below it; a denser one is refused (413),
+# which the apiserver turns into a denial for the agent. Peak memory is measured by bench.memory.
+MAX_JSON_VALUES = 256 * 1024
+# Bytes of request bodies buffered at once beyond the first BODY_ALLOWANCE of each request: many
+# clients sending large bodies at once (or slowly) cannot add up to more than this; the one that
+# would is answered 503 and the apiserver retries or applies the failure policy.
+BODY_ALLOWANCE = 64 * 1024
+BODY_BUDGET = 32 * 1024 * 1024
 
 
 SHUTTING_DOWN = "the guard shut down before this review was complete; send it again (another replica answers)"
@@ -35,6 +51,31 @@ class Problem(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def json_values(body: bytes) -> int:
+    """An upper bound on the JSON values in ``body`` (every value but the first in a container
+    follows a comma; brackets inside strings only make the bound higher)."""
+    if len(body) <= MAX_JSON_VALUES:  # cannot hold more values than bytes
+        return 0
+    return body.count(b",") + body.count(b"{") + body.count(b"[") + 1
+
+
+class Budget:
+    """Bytes that request bodies may buffer at once, shared by every request in this process."""
+
+    def __init__(self, total: int = BODY_BUDGET) -> None:
+        self.total = total
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.total:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
 
 
 class State:
@@ -58,6 +99,7 @@ class State:
         self.metrics = meters if meters is not None else metrics.Metrics()
         self.policy_error: str | None = None
         self.decisions: decisionlog.Writer | None = None
+        self.budget = Budget()
 
 
 Scope = MutableMapping[str, Any]
@@ -107,8 +149,12 @@ AUTHORIZE = Endpoint[review.AccessReview](
 ENDPOINTS: dict[str, Endpoint[Any]] = {"/validate": VALIDATE, "/authorize": AUTHORIZE}
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """Read at most ``limit`` bytes: refuse by Content-Length first, then while streaming."""
+async def read_body(scope: Scope, receive: Receive, limit: int, budget: Budget | None = None) -> bytes:
+    """Read at most ``limit`` bytes: refuse by Content-Length first, then while streaming.
+
+    Beyond the first BODY_ALLOWANCE bytes, a body is buffered only while the shared ``budget``
+    has room for it (503 when not); what it took is given back when this returns.
+    """
     for name, value in scope["headers"]:
         if name == b"content-length":
             if not value.isdigit():
@@ -116,19 +162,28 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             if int(value) > limit:
                 raise Problem(413, f"request body of {int(value)} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
-    size = 0
+    size = taken = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Problem(400, "the client went away before sending the whole body")
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Problem(400, "the client went away before sending the whole body")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, f"request body exceeds the limit of {limit} bytes")
+            if budget is not None and size > BODY_ALLOWANCE:
+                needed = size - BODY_ALLOWANCE - taken
+                if not budget.take(needed):
+                    raise Problem(503, "too many large request bodies arriving at once; send it again")
+                taken += needed
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.give(taken)
 
 
 def _error(status: int, message: str) -> bytes:
@@ -163,7 +218,8 @@ class GuardApp:
             if scope["method"] != "POST":
                 status, payload = 405, _error(405, f"use POST with a JSON {endpoint.envelope} body")
             else:
-                status, payload = self._review(endpoint, await read_body(scope, receive, self.state.max_body))
+                body = await read_body(scope, receive, self.state.max_body, self.state.budget)
+                status, payload = self._review(endpoint, body)
         except Problem as exc:
             status, payload = exc.status, _error(exc.status, exc.message)
         except asyncio.CancelledError:
@@ -189,6 +245,12 @@ class GuardApp:
         await send({"type": "http.response.body", "body": payload})
 
     def _review(self, endpoint: Endpoint[Any], body: bytes) -> tuple[int, bytes]:
+        if (values := json_values(body)) > MAX_JSON_VALUES:
+            return 413, _error(
+                413,
+                f"the {endpoint.envelope} holds up to {values} JSON values, more than the {MAX_JSON_VALUES} "
+                "the guard parses per review",
+            )
         try:
             parsed = endpoint.parse(body)
         except review.BadReview as exc:
