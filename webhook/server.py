@@ -39,8 +39,8 @@ KEEP_ALIVE_SECONDS = 120
 # start: twice the timeoutSeconds of the rendered webhook configuration (manifests.TIMEOUT_SECONDS,
 # 5 s; the authorization webhook's is 3 s). The apiserver has given up on anything slower.
 READ_TIMEOUT_SECONDS = 2.0 * manifests.TIMEOUT_SECONDS
-# The apiserver sends a request head of a few hundred bytes; h11's own default (16 KiB) leaves
-# ample room and answers a longer head with 400 after reading 16 KiB, not hundreds of MiB.
+# The apiserver sends a request head of a few hundred bytes; 16 KiB (h11's default limit, and
+# Node's) leaves ample room and answers a longer head with 431 after 16 KiB, not hundreds of MiB.
 MAX_HEAD_BYTES = 16 * 1024
 # Connections per worker. Each costs a file descriptor and some 50 KiB of TLS and parser state; a
 # few apiservers with their keep-alive pools need tens. Beyond this a new connection is closed.
@@ -118,11 +118,12 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         server_header=False,
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
-        # Limits (module constants above say where each number comes from): h11 bounds the request
-        # head, GuardProtocol adds the read deadline and the connection cap, the loop bounds the TLS
+        # Limits (module constants above say where each number comes from): GuardProtocol bounds the
+        # request head and adds the read deadline and the connection cap, the loop bounds the TLS
         # handshake, and limit_concurrency answers 503 beyond that many requests in progress.
-        http=protocol.GuardProtocol.configured(settings.read_timeout, settings.max_connections),
-        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        http=protocol.GuardProtocol.configured(
+            settings.read_timeout, settings.max_connections, MAX_HEAD_BYTES
+        ),
         limit_concurrency=settings.max_connections,
         loop=f"{__name__}:guard_loop",
     )

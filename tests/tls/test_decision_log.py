@@ -33,6 +33,17 @@ def _get(guard: serving.Guard, path: str) -> tuple[int, str]:
         return answer.status, answer.read().decode()
 
 
+def _eventually(guard: serving.Guard, path: str, text: str) -> tuple[int, str]:
+    """GET ``path`` until its body mentions ``text`` (the writer thread reports a failure when it
+    writes, a moment after the review was answered)."""
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = _get(guard, path)
+        if text in body or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.02)
+
+
 def _sample(guard: serving.Guard, name: str) -> float:
     for line in _get(guard, "/metrics")[1].splitlines():
         if line.startswith(name + " "):
@@ -99,7 +110,7 @@ def test_full_disk_keeps_reviews_answered_and_shows_in_readiness(tmp_path: Path)
         serving.running(tmp_path, tmp_path / "certs", stdout=full) as guard,
     ):
         assert sum(_deny(guard, i) for i in range(50)) == 50
-        status, body = _get(guard, "/readyz")
+        status, body = _eventually(guard, "/readyz", "decisionLogError")
         assert status == 200 and "No space left on device" in json.loads(body)["decisionLogError"]
         assert _sample(guard, "agent_guard_decision_log_failing") == 1
         assert _sample(guard, 'agent_guard_decision_log_dropped_lines_total{reason="write-error"}') == 50
@@ -112,7 +123,10 @@ def test_broken_pipe_keeps_reviews_answered(tmp_path: Path) -> None:
     try:
         with serving.running(tmp_path, tmp_path / "certs", stdout=write_end) as guard:
             assert sum(_deny(guard, i) for i in range(20)) == 20
-            assert "BrokenPipeError" in json.loads(_get(guard, "/readyz")[1])["decisionLogError"]
+            assert (
+                "BrokenPipeError"
+                in json.loads(_eventually(guard, "/readyz", "decisionLogError")[1])["decisionLogError"]
+            )
     finally:
         os.close(write_end)
 

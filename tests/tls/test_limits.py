@@ -87,17 +87,17 @@ def test_header_flood_is_cut_off_and_health_probes_keep_being_answered(tmp_path:
             answered += _healthy(guard, context)
         flooder.join(25)
         assert flood_error, "the server kept reading an endless request head for 20s"
-        # 400 after 16 KiB, then at most the TLS close deadline (the read timeout) to stop sending.
+        # 431 after 16 KiB, then at most the TLS close deadline (the read timeout) to stop sending.
         assert flood_seconds < READ_TIMEOUT + 2
         assert probes > 10 and answered == probes, f"{answered} of {probes} health probes answered"
         assert _rss_kib(guard.process.pid) - rss_before < 20 * 1024
 
 
-def test_long_head_gets_400_not_a_read_of_everything(tmp_path: Path) -> None:
+def test_long_head_gets_431_not_a_read_of_everything(tmp_path: Path) -> None:
     with serving.running(tmp_path, tmp_path / "certs", *FAST) as guard, _tls(guard) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (server.MAX_HEAD_BYTES + 1))
         _, answer = _closed_after(sock, 5)
-        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert answer.startswith(b"HTTP/1.1 431 ")
 
 
 def test_connection_that_never_handshakes_is_closed(tmp_path: Path) -> None:
