@@ -120,11 +120,11 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         timeout_graceful_shutdown=settings.shutdown_timeout,
         # Limits (module constants above say where each number comes from): GuardProtocol bounds the
         # request head and adds the read deadline and the connection cap, the loop bounds the TLS
-        # handshake, and limit_concurrency answers 503 beyond that many requests in progress.
+        # handshake. (uvicorn's limit_concurrency is not used: it counts connections too, so at the
+        # cap it would answer 503 on every open connection instead of refusing the new one.)
         http=protocol.GuardProtocol.configured(
             settings.read_timeout, settings.max_connections, MAX_HEAD_BYTES
         ),
-        limit_concurrency=settings.max_connections,
         loop=f"{__name__}:guard_loop",
     )
 
