@@ -64,7 +64,7 @@ def never_asked_about(e2e: stack.Stack, client: kube.Client) -> None:
     user = CONTROLLER_USER if client is e2e.controller else processes.ADMIN_USER
     asked = [
         d
-        for d in stack.decisions(e2e.local_guard().output())
+        for d in stack.decisions(e2e.local_guard().output)
         if d["endpoint"] == "authorize" and d["user"] == user
     ]
     assert not asked, f"the guard was asked about {user}: {asked[:3]}"
@@ -351,7 +351,7 @@ def test_agent_lists_pods(scene: attacks.Scene, enforcing: stack.Stack) -> None:
     assert [pod.metadata.name for pod in everywhere.items] == ["web"]
     asked = [
         d
-        for d in stack.decisions(enforcing.local_guard().output())
+        for d in stack.decisions(enforcing.local_guard().output)
         if d["endpoint"] == "authorize" and d["resource"] == "pods" and d["namespace"] == scene.namespace
     ]
     assert asked and all(d["decision"] == "allow" and d["user"] == AGENT_USER for d in asked), asked

@@ -90,6 +90,7 @@ def test_header_flood_is_cut_off_and_health_probes_keep_being_answered(tmp_path:
         # 431 after 16 KiB, then at most the TLS close deadline (the read timeout) to stop sending.
         assert flood_seconds < READ_TIMEOUT + 2
         assert probes > 10 and answered == probes, f"{answered} of {probes} health probes answered"
+        print(f"header flood cut after {flood_seconds:.2f}s; {answered}/{probes} health probes answered")
         assert _rss_kib(guard.process.pid) - rss_before < 20 * 1024
 
 
@@ -122,6 +123,7 @@ def test_slow_or_idle_request_is_closed_at_the_read_deadline(tmp_path: Path, par
     with serving.running(tmp_path, tmp_path / "certs", *FAST) as guard, _tls(guard) as sock:
         sock.sendall(partial)
         seconds, _ = _closed_after(sock, READ_TIMEOUT + 5)
+        print(f"closed after {seconds:.2f}s (read timeout {READ_TIMEOUT}s)")
         assert READ_TIMEOUT - 0.2 < seconds < READ_TIMEOUT + 2
 
 
