@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 import uvloop
@@ -244,6 +244,21 @@ def serve(settings: Settings) -> int:
     return supervise(server, settings.workers)
 
 
+def _worker(server: Server, sock: socket.socket, stops: set[signal.Signals]) -> NoReturn:
+    """A forked worker: its own signal handlers (uvicorn installs the same later), then serve."""
+    signal.signal(signal.SIGTERM, server.handle_exit)
+    signal.signal(signal.SIGINT, server.handle_exit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+    code = 0
+    try:
+        server.run(sockets=[sock])
+    except BaseException:
+        log.exception("worker %d failed", os.getpid())
+        code = 1
+    finally:
+        os._exit(code)
+
+
 def supervise(server: Server, workers: int) -> int:
     """Fork ``workers`` copies of a built server that accept on one shared listening socket.
 
@@ -260,18 +275,19 @@ def supervise(server: Server, workers: int) -> int:
     stopping = False
 
     def _start() -> int:
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                server.run(sockets=[sock])
-            except BaseException:
-                log.exception("worker %d failed", os.getpid())
-                code = 1
-            finally:
-                os._exit(code)
-        children.add(pid)
-        if stopping:  # SIGTERM arrived while forking: this one must stop too
+        # SIGTERM/SIGINT stay blocked across the fork: a worker must not run the parent's handler
+        # (which would swallow the signal) before it has its own, and the parent must not forward
+        # before it knows the new pid. Signals that arrived meanwhile are delivered on unblocking.
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _worker(server, sock, stops)
+            children.add(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        if stopping:  # SIGTERM arrived before this fork: this one must stop too
             os.kill(pid, signal.SIGTERM)
         return pid
 
