@@ -14,7 +14,7 @@ OVERLAY ?= enforce
 NAMESPACE := agent-guard-system
 DEPLOY_CERTS := manifests/components/tls-secret/certs
 
-.PHONY: install run test unit e2e demo lint certs bench clean manifests deploy-certs deploy image e2e-kind
+.PHONY: install run test unit e2e e2e-mcp demo lint certs bench clean manifests deploy-certs deploy image e2e-kind
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -41,6 +41,9 @@ unit: $(STAMP) ## everything but the end-to-end suite
 
 e2e: $(STAMP) ## only the end-to-end suite (real kube-apiserver + etcd, built on first use)
 	$(BIN)/pytest -m e2e $(ARGS)
+
+e2e-mcp: $(STAMP) ## the MCP matrix: real MCP servers (npm) through the MCP SDK against the guarded cluster
+	$(BIN)/pytest -m mcp $(ARGS)
 
 bench: $(STAMP) ## webhook vs a no-op floor in the same run, engine micro-bench, e2e cost (needs Go); ~5 min
 	$(BIN)/python -m bench.run --json bench/results.json $(ARGS)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import e2e_cost, inproc, micro, mix
+from bench import budget_memory, e2e_cost, inproc, micro, mix
 from tests import gotools, reviews, serving
 from webhook import certs
 
@@ -237,6 +237,8 @@ def main() -> int:
         for label, micros in results["in_process"].items():
             print(f"[in-process] {label:<30} {micros:7.1f} us per review", flush=True)
         results["engine"] = micro.run()
+        results["budget_memory"] = budget_memory.run()
+        print(f"[budget ledger] {json.dumps(results['budget_memory'])}", flush=True)
         for family, rate in results["engine"].items():
             print(f"[engine] {family:<22} {rate:10.0f} reviews/s", flush=True)
 

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 import fastapi
 import orjson
 
-from webhook import attributes, decisionlog, engine, metrics, review
+from webhook import attributes, clientauth, decisionlog, engine, metrics, review
 
 log = logging.getLogger("agent-guard.app")
 
@@ -97,9 +97,11 @@ class State:
         self.max_body = max_body
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
+        self.metrics.watch_state(lambda: self.engine)  # budgets and approvals, read at scrape time
         self.policy_error: str | None = None
         self.decisions: decisionlog.Writer | None = None
         self.budget = Budget()
+        self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
 
 
 Scope = MutableMapping[str, Any]
@@ -215,8 +217,12 @@ class GuardApp:
         status = 500
         closing = not self.state.ready
         try:
+            refusal = self.state.clients.refusal(scope) if self.state.clients is not None else None
             if scope["method"] != "POST":
                 status, payload = 405, _error(405, f"use POST with a JSON {endpoint.envelope} body")
+            elif refusal is not None:
+                log.warning("/%s from %s refused: %s", endpoint.name, scope.get("client"), refusal)
+                status, payload = 403, _error(403, refusal)
             else:
                 body = await read_body(scope, receive, self.state.max_body, self.state.budget)
                 status, payload = self._review(endpoint, body)

@@ -10,10 +10,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import app, certs, decisionlog, engine, manifests, policy, reload, server
-from webhook.tools import check, replay, report
+from webhook.tools import apiserver_client, approve, check, rbactools, replay, report
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.client_name and not args.client_ca:
+        print(
+            "agent-guard serve: --client-name needs --client-ca (the CA that signs those names)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.kubeconfig and not args.approvals:
+        print("agent-guard serve: --kubeconfig is only used with --approvals", file=sys.stderr)
+        return 2
     decisionlog.configure_diagnostics(getattr(logging, args.log_level.upper()))
     settings = server.Settings(
         host=args.host,
@@ -29,6 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
+        client_ca=Path(args.client_ca) if args.client_ca else None,
+        client_names=tuple(args.client_name),
+        approvals=args.approvals,
+        kubeconfig=args.kubeconfig,
     )
     try:
         return server.serve(settings)
@@ -92,6 +105,9 @@ def _manifests_webhook(args: argparse.Namespace) -> int:
 
 
 def _manifests_authz(args: argparse.Namespace) -> int:
+    if bool(args.client_cert) != bool(args.client_key):
+        print("agent-guard manifests authz: give both --client-cert and --client-key", file=sys.stderr)
+        return 2
     try:
         loaded = policy.load(Path(args.rules))
         bundle = None if args.ca_file else args.ca_bundle or certs.ca_bundle(Path(args.cert_dir))
@@ -101,6 +117,7 @@ def _manifests_authz(args: argparse.Namespace) -> int:
             ca_bundle=bundle,
             ca_file=args.ca_file,
             kubeconfig_path=args.kubeconfig_path,
+            client_cert=(args.client_cert, args.client_key) if args.client_cert else None,
         )
     except policy.PolicyError as exc:
         print(f"invalid policy:\n{exc}", file=sys.stderr)
@@ -223,6 +240,22 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=server.MAX_CONNECTIONS,
         help=f"open connections per worker; more are closed at once (default {server.MAX_CONNECTIONS})",
     )
+    serve.add_argument(
+        "--client-ca",
+        help="accept reviews only from clients (the kube-apiserver) with a certificate signed by this CA",
+    )
+    serve.add_argument(
+        "--client-name",
+        action="append",
+        default=[],
+        help="with --client-ca: the client certificate's common name must be this (repeatable)",
+    )
+    serve.add_argument(
+        "--approvals",
+        action="store_true",
+        help="watch Approval objects in the guard's namespace so humans can approve approvable denials",
+    )
+    serve.add_argument("--kubeconfig", help="for --approvals (default: the pod's ServiceAccount)")
     serve.set_defaults(func=_serve)
 
 
@@ -291,6 +324,11 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help=f"write {manifests.CONFIG_FILE} and {manifests.KUBECONFIG_FILE} into this directory "
         "(default: both documents on stdout)",
     )
+    authz.add_argument(
+        "--client-cert",
+        help="client certificate the kube-apiserver presents (its path there; for serve --client-ca)",
+    )
+    authz.add_argument("--client-key", help="its key (with --client-cert)")
     authz.set_defaults(func=_manifests_authz)
     policy_config = kinds.add_parser(
         "policy", help="a kustomization generating the policy ConfigMap (copies the policy files next to it)"
@@ -320,6 +358,9 @@ def parser() -> argparse.ArgumentParser:
         (check, "check", "judge manifests or AdmissionReviews offline, as an agent (exit 1: would deny)"),
         (replay, "replay", "replay a Kubernetes audit log through the policy: what would have been denied"),
         (report, "report", "summarize decision logs: denials by guard, agent, namespace, message"),
+        (rbactools, "rbac", "audit what RBAC grants agents (exit 1: unstopped), or suggest least privilege"),
+        (approve, "approve", "approve one exact agent request a guard denied, once (writes an Approval)"),
+        (apiserver_client, "apiserver-client", "the certificate the kube-apiserver presents to the guard"),
     ]
     for module, name, summary in tools:
         command = sub.add_parser(name, help=summary, description=summary)

@@ -91,7 +91,39 @@ def admission_entry(
     )
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
+# While storing a Role/ClusterRole (``escalate``) or a binding (``bind``, on the role it references)
+# RBAC asks the authorizer chain first; a denial there is not final, RBAC then checks that the caller
+# already holds every permission granted, and admission judges the object itself.
+RBAC_PRECHECKS = frozenset({"escalate", "bind"})
+PRECHECK_NOTE = (
+    "RBAC asks this while an agent creates or updates a Role, ClusterRole or binding; the denial only "
+    "makes RBAC fall back to checking that the agent already holds every permission it grants, so the "
+    "write may still succeed (admission judges its content)"
+)
+
+
+def is_rbac_precheck(request: attributes.AccessRequest) -> bool:
+    """An ``escalate``/``bind`` check on a role: what RBAC asks before it stores a role or binding."""
+    return (
+        request.verb in RBAC_PRECHECKS
+        and request.group == RBAC_GROUP
+        and request.resource in ("roles", "clusterroles")
+        and not request.sub_resource
+    )
+
+
 def access_entry(
+    request: attributes.AccessRequest, verdict: engine.Verdict, global_mode: str
+) -> dict[str, Any]:
+    entry = _access_entry(request, verdict, global_mode)
+    if verdict.findings and is_rbac_precheck(request):
+        entry["final"] = False  # the log must not claim a refusal for a write that may succeed
+        entry["note"] = PRECHECK_NOTE
+    return entry
+
+
+def _access_entry(
     request: attributes.AccessRequest, verdict: engine.Verdict, global_mode: str
 ) -> dict[str, Any]:
     return _entry(

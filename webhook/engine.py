@@ -8,18 +8,26 @@ enforce, failing closed when a guard crashes on an agent's request or meets an o
 (a guard's findings on an exempted request are dropped from the decision but kept in
 ``Verdict.exempted``, so audits still see what was let through and why). Time enters only through
 the injected ``today`` clock, so expiry is testable and evaluation stays a pure function of its inputs.
+
+Runtime state is injected too, never global, and outlives a policy reload (``successor``): the
+destructive-budget ``budget.Ledger`` (read against the injected ``clock``, written only after the
+decision: ``admit`` lets the families that ``settle`` record a request the verdict admitted, so a
+refused request never spends anything) and the ``approvals.Store`` of human Approvals, which can
+turn an approvable denial into one admission.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from webhook import attributes, exemptions, guards, identity, policy
+from webhook import approvals, attributes, budget, exemptions, guards, identity, policy
 from webhook.guards import base, safe
 
 log = logging.getLogger("agent-guard.engine")
@@ -103,15 +111,45 @@ class _Active:
     mode: ActiveMode
 
 
-class Engine:
-    """A policy compiled for evaluation. Immutable; a policy reload builds a new Engine."""
+def _crashed(active: _Active, doing: str, exc: Exception) -> Finding:
+    """The fail-closed finding for a guard that raised while ``doing`` ("checking") a request."""
+    guard_id = active.family.id
+    return Finding(
+        guard_id,
+        f"[{guard_id}] internal error while {doing} this request ({type(exc).__name__}); "
+        "agent requests fail closed, ask an operator to read the guard's log",
+        active.mode,
+        error=True,
+    )
 
-    def __init__(self, compiled: policy.Policy, today: Callable[[], datetime.date] = utc_today) -> None:
+
+class Engine:
+    """A policy compiled for evaluation. Immutable (its state objects are not); a reload builds a new one."""
+
+    def __init__(
+        self,
+        compiled: policy.Policy,
+        today: Callable[[], datetime.date] = utc_today,
+        *,
+        ledger: budget.Ledger | None = None,
+        clock: Callable[[], float] = time.time,
+        approved: approvals.Store | None = None,
+    ) -> None:
         self.policy = compiled
         self.today = today
+        self.clock = clock
+        self.ledger = ledger if ledger is not None else budget.Ledger()
+        self.approvals = approved if approved is not None else approvals.Store()
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
-        self.context = base.Context(is_agent=self.is_agent, guard_namespace=compiled.guard_namespace)
+        self.context = base.Context(
+            is_agent=self.is_agent,
+            guard_namespace=compiled.guard_namespace,
+            pod_templates=compiled.pod_templates.table(),
+            detect_pod_templates=compiled.pod_templates.detect,
+            ledger=self.ledger,
+            clock=clock,
+        )
         families = guards.by_id()
         active = []
         for guard_id, settings in compiled.guards.items():
@@ -120,6 +158,11 @@ class Engine:
                 active.append(_Active(families[guard_id], settings, mode))
         self._admission = tuple((a, a.family.admission) for a in active if a.family.admission is not None)
         self._access = tuple((a, a.family.access) for a in active if a.family.access is not None)
+        self._settle = tuple((a, a.family.settle) for a in active if a.family.settle is not None)
+
+    def successor(self, compiled: policy.Policy) -> Engine:
+        """An engine for a reloaded policy that keeps this one's clocks and runtime state."""
+        return Engine(compiled, self.today, ledger=self.ledger, clock=self.clock, approved=self.approvals)
 
     def exemption_status(self) -> list[tuple[str, str]]:
         """``(level, line)`` per exemption: active, expired or naming a non-agent (for logs and CLI)."""
@@ -133,8 +176,63 @@ class Engine:
         )
 
     def admit(self, request: attributes.AdmissionRequest) -> Verdict:
-        """Judge an admission request (CREATE/UPDATE/DELETE/CONNECT)."""
-        return self._judge(request, self._admission, request.uid)
+        """Judge an admission request (CREATE/UPDATE/DELETE/CONNECT), then settle it if admitted."""
+        verdict = self._judge(request, self._admission, request.uid)
+        if not verdict.allowed and self.policy.approvals:
+            verdict = self._approval(request, verdict)
+        if verdict.agent and verdict.allowed and self._settle:
+            return self._settled(request, verdict)
+        return verdict
+
+    def _approval(self, request: attributes.AdmissionRequest, verdict: Verdict) -> Verdict:
+        """Admit an approved retry once, or tell how a human can approve an approvable denial.
+
+        Only when *every* enforced denial is approvable for this request (and none is a crash): an
+        approval can never wave through a finding the policy did not make approvable.
+        """
+        denials = verdict.denials
+        path = request.resource_path
+        if any(f.error for f in denials) or not all(
+            any(rule.covers(f.guard, request.namespace, path) for rule in self.policy.approvals)
+            for f in denials
+        ):
+            return verdict
+        store = self.approvals
+        if not store.enabled:
+            return verdict  # nobody watches Approvals: offering a command would be a lie
+        target = approvals.Target.of(request)
+        now = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)
+        approval = store.find(target, now)
+        # A server-side dry run is judged with the approval but does not use it up.
+        if approval is not None and (request.dry_run or store.take(approval)):
+            granted = tuple(Exempted(f, approval.exemption(f.guard)) for f in denials)
+            return dataclasses.replace(
+                verdict, findings=verdict.warnings, exempted=(*verdict.exempted, *granted)
+            )
+        store.offered_total += 1
+        last = denials[-1]
+        offered = dataclasses.replace(
+            last,
+            message=f"{last.message}. Approval id {target.id}: if the user wants exactly this done, "
+            "they (a human; agents are refused) can approve it once by running: "
+            f"{target.command()} -- then retry the same request once",
+        )
+        return dataclasses.replace(
+            verdict, findings=tuple(offered if f is last else f for f in verdict.findings)
+        )
+
+    def _settled(self, request: attributes.AdmissionRequest, verdict: Verdict) -> Verdict:
+        """Let stateful families record an admitted request; if one cannot, fail closed like a crash."""
+        errors: list[Finding] = []
+        for active, settle in self._settle:
+            try:
+                settle(request, active.settings, self.context)
+            except Exception as exc:
+                log.exception("guard %s failed to record request uid=%s", active.family.id, request.uid)
+                errors.append(_crashed(active, "recording", exc))
+        if not errors:
+            return verdict
+        return dataclasses.replace(verdict, findings=(*verdict.findings, *errors))
 
     def authorize(self, request: attributes.AccessRequest) -> Verdict:
         """Judge an authorization request (SubjectAccessReview); findings mean 'denied'."""
@@ -163,15 +261,7 @@ class Engine:
                 continue
             except Exception as exc:  # a crashing guard must deny, never let the request through
                 log.exception("guard %s failed on request uid=%s", guard_id, uid)
-                findings.append(
-                    Finding(
-                        guard_id,
-                        f"[{guard_id}] internal error while checking this request ({type(exc).__name__}); "
-                        "agent requests fail closed, ask an operator to read the guard's log",
-                        active.mode,
-                        error=True,
-                    )
-                )
+                findings.append(_crashed(active, "checking", exc))
                 continue
             if len(messages) > MAX_FINDINGS:
                 messages[MAX_FINDINGS:] = [MORE_FINDINGS]

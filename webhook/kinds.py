@@ -105,6 +105,32 @@ _TABLE: list[Kind] = [
         ("SelfSubjectRulesReview", "selfsubjectrulesreviews"),
     ),
     *_k("authorization.k8s.io", True, ("LocalSubjectAccessReview", "localsubjectaccessreviews")),
+    # Well-known custom kinds that carry pod specs (``webhook.guards.podspec.TEMPLATE_PATHS``).
+    *_k(
+        "argoproj.io",
+        True,
+        ("Rollout", "rollouts"),
+        ("Workflow", "workflows"),
+        ("WorkflowTemplate", "workflowtemplates"),
+        ("CronWorkflow", "cronworkflows"),
+    ),
+    *_k("argoproj.io", False, ("ClusterWorkflowTemplate", "clusterworkflowtemplates")),
+    *_k(
+        "serving.knative.dev",
+        True,
+        ("Service", "services"),
+        ("Configuration", "configurations"),
+        ("Revision", "revisions"),
+    ),
+    *_k(
+        "tekton.dev",
+        True,
+        ("Task", "tasks"),
+        ("TaskRun", "taskruns"),
+        ("Pipeline", "pipelines"),
+        ("PipelineRun", "pipelineruns"),
+    ),
+    *_k("jobset.x-k8s.io", True, ("JobSet", "jobsets")),
 ]
 
 _BY_KIND = {(k.group, k.kind): k for k in _TABLE}

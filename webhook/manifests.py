@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from webhook import guards, identity, policy
+from webhook.guards import podspec
 
 WEBHOOK_NAME = "validate.agent-guard.io"
 CONFIGURATION_NAME = "agent-guard"
@@ -32,7 +33,11 @@ def admission_rules(loaded: policy.Policy) -> list[dict[str, Any]]:
     for family in guards.families():
         if loaded.mode_of(family.id) == "off":
             continue
-        for rule in family.rules:
+        rules = family.rules
+        if family.judges_pod_specs:
+            templates = loaded.pod_templates
+            rules += podspec.admission_rules(templates.table(), templates.detect)
+        for rule in rules:
             key = (tuple(sorted(rule.api_groups)), tuple(sorted(rule.operations)))
             resources = merged.setdefault(key, [])
             resources.extend(r for r in rule.resources if r not in resources)
@@ -167,14 +172,22 @@ def authorization_configuration(
 
 
 def authorization_kubeconfig(
-    url: str, *, ca_bundle: str | None = None, ca_file: str | None = None
+    url: str,
+    *,
+    ca_bundle: str | None = None,
+    ca_file: str | None = None,
+    client_cert: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """How the apiserver reaches ``/authorize``: the server URL and the CA (inline or a file path)."""
+    """How the apiserver reaches ``/authorize``: the server URL and the CA (inline or a file path),
+    and optionally the client certificate and key it presents (for ``serve --client-ca``)."""
     if (ca_bundle is None) == (ca_file is None):
         raise ValueError("give exactly one of ca_bundle or ca_file")
     if not url.startswith("https://"):
         raise ValueError(f"the guard serves TLS only: the URL must start with https://, got {url}")
     cluster: dict[str, str] = {"server": url.rstrip("/") + "/authorize"}
+    user: dict[str, str] = {}  # without a client certificate the guard cannot tell who calls
+    if client_cert is not None:
+        user = {"client-certificate": client_cert[0], "client-key": client_cert[1]}
     if ca_bundle is not None:
         cluster["certificate-authority-data"] = ca_bundle
     elif ca_file is not None:
@@ -183,7 +196,7 @@ def authorization_kubeconfig(
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": AUTHORIZER_NAME, "cluster": cluster}],
-        "users": [{"name": "kube-apiserver", "user": {}}],  # the guard does not authenticate callers
+        "users": [{"name": "kube-apiserver", "user": user}],
         "contexts": [
             {"name": AUTHORIZER_NAME, "context": {"cluster": AUTHORIZER_NAME, "user": "kube-apiserver"}}
         ],
@@ -204,6 +217,7 @@ def authorization_files(
     ca_file: str | None = None,
     kubeconfig_path: str = DEFAULT_KUBECONFIG_PATH,
     unauthorized_ttl: str = UNAUTHORIZED_TTL,
+    client_cert: tuple[str, str] | None = None,
 ) -> dict[str, str]:
     """``{file name: YAML text}`` for the authorizer: write both into one directory and start the
     kube-apiserver with ``--authorization-config=<dir>/authorization-config.yaml`` (the kubeconfig
@@ -212,7 +226,7 @@ def authorization_files(
     config = authorization_configuration(
         loaded, kubeconfig_path=kubeconfig_path, unauthorized_ttl=unauthorized_ttl
     )
-    kubeconfig = authorization_kubeconfig(url, ca_bundle=ca_bundle, ca_file=ca_file)
+    kubeconfig = authorization_kubeconfig(url, ca_bundle=ca_bundle, ca_file=ca_file, client_cert=client_cert)
     rendered = "rendered by `agent-guard manifests authz` from the policy: re-render, do not edit."
     return {
         CONFIG_FILE: _document(

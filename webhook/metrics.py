@@ -16,9 +16,11 @@ the guard's view and the apiserver's view of the same request side by side, buck
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import prometheus_client
+from prometheus_client import metrics_core, registry
 
 from webhook import decisionlog, engine
 
@@ -163,6 +165,50 @@ class Metrics:
             return float("nan")
         return (self._not_after - datetime.datetime.now(datetime.UTC)).total_seconds()
 
+    def watch_state(self, judge: Callable[[], engine.Engine]) -> None:
+        """Export the runtime state of the engine in force (budget ledger, approvals) at scrape time.
+
+        Budget *denials* are ``agent_guard_guard_decisions_total{guard="delete-budget"}``.
+        """
+        self.registry.register(_StateCollector(judge))
+
     def exposition(self) -> bytes:
         """The text format for a scrape."""
         return bytes(prometheus_client.generate_latest(self.registry))
+
+
+class _StateCollector(registry.Collector):
+    """Reads the engine's state at scrape time (one ledger and store per server, kept across reloads)."""
+
+    def __init__(self, judge: Callable[[], engine.Engine]) -> None:
+        self.judge = judge
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        judge = self.judge()
+        ledger, store = judge.ledger, judge.approvals
+        counter, gauge = metrics_core.CounterMetricFamily, metrics_core.GaugeMetricFamily
+        exported: tuple[tuple[Any, str, str, float], ...] = (
+            (counter, "agent_guard_budget_charged_requests",
+             "Destructive agent requests admitted and charged to a delete-budget (this process).",
+             ledger.charged_total),
+            (gauge, "agent_guard_budget_tracked_keys",
+             "Budget buckets (identity, namespace) with a charge inside their window (this process).",
+             ledger.keys),
+            (gauge, "agent_guard_budget_tracked_requests",
+             "Charges the ledger holds; each lapses one window after it was made (this process).",
+             ledger.entries),
+            (counter, "agent_guard_approvals_offered",
+             "Approvable denials that carried an approval id and command (this process).",
+             store.offered_total),
+            (counter, "agent_guard_approvals_used",
+             "Agent requests admitted once by a human's Approval (this process).",
+             store.used_total),
+            (gauge, "agent_guard_approvals_known",
+             "Approval objects the watcher knows (expired and consumed ones included until deleted).",
+             len(store)),
+            (gauge, "agent_guard_approvals_watching",
+             "1 while Approvals are watched (serve --approvals and the CRD listed), else 0.",
+             1.0 if store.enabled else 0.0),
+        )  # fmt: skip
+        for family, name, documentation, value in exported:
+            yield family(name, documentation, value=value)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pydantic
 import yaml
 from pydantic import alias_generators
 
-from webhook import attributes, exemptions, guards
-from webhook.guards import base
+from webhook import approvals, attributes, exemptions, guards
+from webhook.guards import base, podspec
 
 GlobalMode = Literal["enforce", "dry-run"]
 API_VERSION = "agent-guard.io/v1alpha1"
@@ -92,6 +92,39 @@ class AgentSelector(base.PolicyModel):
         )
 
 
+class PodTemplateKind(base.PolicyModel):
+    """A custom kind whose objects carry pod specs a controller will run, and where they sit."""
+
+    group: str  # "" for the core group
+    resource: str = pydantic.Field(min_length=1)  # the plural resource name, e.g. "rollouts"
+    paths: tuple[str, ...] = pydantic.Field(min_length=1)  # e.g. "spec.template.spec", "spec.items[*]"
+
+    @pydantic.field_validator("paths")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            podspec.parse_path(path)
+        return value
+
+
+class PodTemplates(base.PolicyModel):
+    """Pod specs in kinds the built-in table (``podspec.TEMPLATE_PATHS``) does not know.
+
+    ``kinds`` adds paths per kind (judged by every pod-spec guard and routed by the rendered webhook
+    rules); ``detect: true`` also judges any other kind with a ``containers`` list at a usual place.
+    """
+
+    kinds: tuple[PodTemplateKind, ...] = ()
+    detect: bool = False
+
+    def table(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        found: dict[tuple[str, str], tuple[str, ...]] = {}
+        for kind in self.kinds:
+            key = (kind.group, kind.resource)
+            found[key] = found.get(key, ()) + kind.paths
+        return found
+
+
 class _Document(base.PolicyModel):
     """One policy file. Sections may be split across files; each may appear in one file only."""
 
@@ -100,9 +133,11 @@ class _Document(base.PolicyModel):
     mode: GlobalMode | None = None
     guard_namespace: str | None = None
     agents: AgentSelector | None = None
+    pod_templates: PodTemplates | None = None
     guards: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
     # Named apart from the ``exemptions`` module, which pydantic must resolve in this class body.
     exemption_specs: tuple[exemptions.Spec, ...] = pydantic.Field(default=(), alias="exemptions")
+    approval_rules: tuple[approvals.Rule, ...] = pydantic.Field(default=(), alias="approvals")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +151,8 @@ class Policy:
     sources: tuple[str, ...] = ()
     forced: bool = False  # mode came from the command line and overrides per-guard modes
     exemptions: tuple[exemptions.Exemption, ...] = ()  # from every file, in file order
+    pod_templates: PodTemplates = dataclasses.field(default_factory=PodTemplates)
+    approvals: tuple[approvals.Rule, ...] = ()  # which findings a human may approve (from every file)
 
     def mode_of(self, guard_id: str) -> base.Mode:
         """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
@@ -181,6 +218,25 @@ def _read_documents(path: Path) -> list[tuple[str, Any]]:
     return documents
 
 
+_G = TypeVar("_G", exemptions.Spec, approvals.Rule)
+
+
+def _known_guards(
+    source: str, section: str, items: Sequence[_G], known: Mapping[str, Any], problems: list[str]
+) -> list[tuple[int, _G]]:
+    """``(index, item)`` of a list whose items name a guard; unknown guard ids become problems."""
+    found = []
+    for index, item in enumerate(items):
+        if item.guard in known:
+            found.append((index, item))
+        else:
+            problems.append(
+                f"{source}: {section}.{index}.guard: unknown guard id {item.guard!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    return found
+
+
 def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
     """Load a policy file or a directory of them; raise PolicyError naming file, field and problem."""
     problems: list[str] = []
@@ -200,9 +256,10 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
     merged: dict[str, Any] = {}
     raw_guards: dict[str, tuple[str, dict[str, Any]]] = {}
     granted: list[exemptions.Exemption] = []
+    approvable: list[approvals.Rule] = []
     known = guards.by_id()
     for source, document in parsed:
-        for section in ("mode", "guard_namespace", "agents"):
+        for section in ("mode", "guard_namespace", "agents", "pod_templates"):
             value = getattr(document, section)
             if value is None:
                 continue
@@ -216,14 +273,11 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
                 problems.append(f"{source}: guards.{guard_id}: already set in {raw_guards[guard_id][0]}")
             raw_guards[guard_id] = (source, settings if settings is not None else {})
         # Exemptions are the one list that may be split across files (e.g. one file per team).
-        for index, spec in enumerate(document.exemption_specs):
-            if spec.guard not in known:
-                problems.append(
-                    f"{source}: exemptions.{index}.guard: unknown guard id {spec.guard!r} "
-                    f"(known: {', '.join(sorted(known))})"
-                )
-                continue
+        for index, spec in _known_guards(source, "exemptions", document.exemption_specs, known, problems):
             granted.append(exemptions.Exemption.from_spec(spec, f"{Path(source).name}#exemptions[{index}]"))
+        approvable.extend(
+            rule for _, rule in _known_guards(source, "approvals", document.approval_rules, known, problems)
+        )
 
     settings_by_id: dict[str, base.GuardSettings] = {}
     for guard_id, (source, raw) in raw_guards.items():
@@ -253,5 +307,7 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
         guard_namespace=merged.get("guard_namespace", DEFAULT_GUARD_NAMESPACE),
         sources=tuple(dict.fromkeys(source for source, _ in parsed)),
         exemptions=tuple(granted),
+        pod_templates=merged.get("pod_templates", PodTemplates()),
+        approvals=tuple(approvable),
     )
     return loaded.with_mode(mode) if mode else loaded

@@ -28,7 +28,20 @@ from typing import Any, NoReturn
 import uvicorn
 import uvloop
 
-from webhook import app, certs, decisionlog, engine, manifests, metrics, policy, protocol, reload, tls
+from webhook import (
+    app,
+    approvals_watch,
+    certs,
+    clientauth,
+    decisionlog,
+    engine,
+    manifests,
+    metrics,
+    policy,
+    protocol,
+    reload,
+    tls,
+)
 
 log = logging.getLogger("agent-guard.server")
 
@@ -68,6 +81,10 @@ class Settings:
     workers: int = 1  # processes sharing the listening socket
     read_timeout: float = READ_TIMEOUT_SECONDS  # request head + body, and the TLS handshake
     max_connections: int = MAX_CONNECTIONS  # per worker
+    client_ca: Path | None = None  # reviews only from clients with a certificate from this CA
+    client_names: tuple[str, ...] = ()  # ... and (if any) one of these common names
+    approvals: bool = False  # watch Approval objects (human approvals) in the guard's namespace
+    kubeconfig: str | None = None  # for the approvals watch; None: the pod's ServiceAccount
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -75,9 +92,11 @@ def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return certificate_switch(cert_file, key_file).current
 
 
-def certificate_switch(cert_file: Path, key_file: Path) -> tls.Switch:
+def certificate_switch(
+    cert_file: Path, key_file: Path, configure: Callable[[ssl.SSLContext], None] | None = None
+) -> tls.Switch:
     try:
-        return tls.Switch(cert_file, key_file)
+        return tls.Switch(cert_file, key_file, configure)
     except (OSError, ssl.SSLError) as exc:
         raise ServeError(f"cannot load TLS certificate {cert_file} / key {key_file}: {exc}") from exc
 
@@ -107,6 +126,7 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         return context
 
     _Loop.handshake_timeout = settings.read_timeout  # one server per process
+    http = protocol.GuardProtocol.configured(settings.read_timeout, settings.max_connections, MAX_HEAD_BYTES)
     return uvicorn.Config(
         asgi_app,
         host=settings.host,
@@ -122,9 +142,8 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         # request head and adds the read deadline and the connection cap, the loop bounds the TLS
         # handshake. (uvicorn's limit_concurrency is not used: it counts connections too, so at the
         # cap it would answer 503 on every open connection instead of refusing the new one.)
-        http=protocol.GuardProtocol.configured(
-            settings.read_timeout, settings.max_connections, MAX_HEAD_BYTES
-        ),
+        # With --client-ca, clientauth's subclass also hands each connection's certificate to the app.
+        http=clientauth.protocol(http) if settings.client_ca is not None else http,
         loop=f"{__name__}:guard_loop",
     )
 
@@ -168,9 +187,12 @@ class Server(uvicorn.Server):
         self.reloader = task
         self.drain_until: float | None = None
         self._signalled: list[int] = []
+        self.watcher: approvals_watch.Watcher | None = None  # started per (worker) process in serve
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         task = asyncio.create_task(self.reloader.run()) if self.settings.reload_interval > 0 else None
+        if self.watcher is not None:
+            self.watcher.start()
         try:
             await super().serve(sockets)
         finally:
@@ -178,6 +200,8 @@ class Server(uvicorn.Server):
                 task.cancel()
             if self.state.decisions is not None and not self.state.decisions.close():
                 log.warning("stopping with decision lines unwritten: stdout does not take them")
+            if self.watcher is not None:
+                self.watcher.stop()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a Python signal handler: set flags only; on_tick does the rest (and the logging).
@@ -212,7 +236,18 @@ def build(settings: Settings) -> Server:
     state = app.State(load_engine(settings), max_body=settings.max_body, meters=metrics.Metrics())
     state.metrics.policy_loaded.set_to_current_time()
     paths = prepare_certs(settings.cert_dir)
-    switch = certificate_switch(paths.cert, paths.key)
+    require_client: Callable[[ssl.SSLContext], None] | None = None
+    if settings.client_ca is not None:
+        client_ca = settings.client_ca
+
+        def require_client(context: ssl.SSLContext) -> None:  # every context, also after a rotation
+            clientauth.require(context, client_ca)
+
+        state.clients = clientauth.Clients(frozenset(settings.client_names))
+    try:
+        switch = certificate_switch(paths.cert, paths.key, require_client)
+    except clientauth.ClientAuthError as exc:
+        raise ServeError(str(exc)) from exc
     state.metrics.certificate_in_use(certs.not_after(paths.cert))
     reloader = reload.Reloader(
         settings.reload_interval,
@@ -233,7 +268,15 @@ def build(settings: Settings) -> Server:
         settings.host,
         settings.port,
     )
-    return Server(config, state, settings, reloader)
+    built = Server(config, state, settings, reloader)
+    if settings.approvals:
+        kubeconfig = settings.kubeconfig
+        built.watcher = approvals_watch.Watcher(
+            state.engine.approvals,
+            state.engine.policy.guard_namespace,
+            lambda: approvals_watch.api_client(kubeconfig),
+        )
+    return built
 
 
 def serve(settings: Settings) -> int:

@@ -11,6 +11,7 @@ without a server name, before a certificate is chosen). Connections already open
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -24,17 +25,30 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 
 
 class Switch:
-    """``listening`` goes to the server once; ``replace`` makes new handshakes use another pair."""
+    """``listening`` goes to the server once; ``replace`` makes new handshakes use another pair.
 
-    def __init__(self, cert_file: Path, key_file: Path) -> None:
-        self.current = server_context(cert_file, key_file)
+    ``configure`` is applied to every context built (e.g. ``clientauth.require``: the client CA), so
+    a rotated context verifies clients exactly as the first one did.
+    """
+
+    def __init__(
+        self, cert_file: Path, key_file: Path, configure: Callable[[ssl.SSLContext], None] | None = None
+    ) -> None:
+        self.configure = configure
+        self.current = self._build(cert_file, key_file)
         # Built like the others so that a handshake is complete even before the callback runs.
-        self.listening = server_context(cert_file, key_file)
+        self.listening = self._build(cert_file, key_file)
         self.listening.sni_callback = self._select
+
+    def _build(self, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+        context = server_context(cert_file, key_file)
+        if self.configure is not None:
+            self.configure(context)
+        return context
 
     def _select(self, connection: ssl.SSLObject, _: str | None, __: ssl.SSLContext) -> None:
         connection.context = self.current
 
     def replace(self, cert_file: Path, key_file: Path) -> None:
         """Serve this pair from the next handshake on; a bad pair raises and changes nothing."""
-        self.current = server_context(cert_file, key_file)
+        self.current = self._build(cert_file, key_file)

@@ -317,7 +317,6 @@ def _both(payload: dict[str, Any]) -> None:
         (_edited(lambda p: p.update(spec="x")), "spec"),
         (_edited(lambda p: p["spec"].pop("resourceAttributes")), "got neither"),
         (_edited(_both), "got both"),
-        (_edited(lambda p: p["spec"]["resourceAttributes"].pop("verb")), "spec.resourceAttributes.verb"),
         (_edited(lambda p: p["spec"]["resourceAttributes"].pop("resource")), "resourceAttributes.resource"),
         (
             _edited(lambda p: p["spec"]["resourceAttributes"].update(resource="")),
@@ -377,6 +376,7 @@ def test_only_post(client: fastapi.testclient.TestClient) -> None:
 # once every id it names is registered (the access checks land with their own guard families).
 
 SECRET, RBAC, TAMPER = "secret-access", "rbac-escalation", "guard-tamper"
+NAMESPACE = "namespace-delete"
 GUARD_NS = "agent-guard-system"
 
 
@@ -462,7 +462,7 @@ ROWS = [
             ("update", "rbac.authorization.k8s.io", "roles"),
         )
     ),
-    _row("delete", "namespaces", {TAMPER}, namespace=GUARD_NS, name=GUARD_NS),
+    _row("delete", "namespaces", {TAMPER, NAMESPACE}, namespace=GUARD_NS, name=GUARD_NS),
     _row("patch", "namespaces", {TAMPER}, namespace=GUARD_NS, name=GUARD_NS),
     _row(
         "update",
@@ -473,7 +473,39 @@ ROWS = [
         namespace="",
         name="csr-1",
     ),
+    # what kubectl auth can-i asks: answered as admission would (issue #14)
+    _row("delete", "namespaces", {NAMESPACE}, namespace="", name="prod"),
+    _row("deletecollection", "namespaces", {NAMESPACE}, namespace=""),
+    _row("update", "namespaces", {NAMESPACE}, subresource="finalize", namespace="", name="prod"),
+    _row(
+        "approve",
+        "signers",
+        {RBAC},
+        group="certificates.k8s.io",
+        namespace="",
+        name="kubernetes.io/kube-apiserver-client",
+    ),
+    *(
+        _row(verb, "users", {RBAC}, group="authentication.k8s.io", namespace="")
+        for verb in ("impersonate:user-info", "impersonate-on:user-info:list")
+    ),
+    _row("impersonate:serviceaccount", "serviceaccounts", {RBAC}, name="deployer"),
+    *(
+        _row(verb, "apiservices", {TAMPER}, group="apiregistration.k8s.io", namespace="", name="v1.")
+        for verb in _WRITES
+    ),
+    # OPTIONS, PROPFIND, … on a proxy path reach the authorizer without a verb
+    *(
+        _row("", resource, {SECRET}, subresource="proxy", namespace=ns, name="n1")
+        for resource, ns in (("pods", "default"), ("services", "default"), ("nodes", ""))
+    ),
     # RBAC decides everything else
+    _row("get", "apiservices", None, group="apiregistration.k8s.io", namespace="", name="v1."),
+    _row("get", "signers", None, group="certificates.k8s.io", namespace="", name="example.com/x"),
+    _row("get", "namespaces", None, namespace="", name="prod"),
+    _row("patch", "namespaces", None, namespace="", name="prod"),
+    _row("update", "namespaces", None, subresource="status", namespace="", name="prod"),
+    _row("", "configmaps", None),
     _row("list", "pods", None),
     _row("get", "pods", None, name="web-0"),
     _row("watch", "configmaps", None),

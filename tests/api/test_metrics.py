@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client import parser
 
 from tests import reviews
-from webhook import app, engine, metrics, policy
+from webhook import app, approvals, engine, metrics, policy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -179,3 +180,54 @@ def test_unexpected_errors_are_timed_and_counted_as_500(shipped_engine: engine.E
         samples = scrape(client)
     assert value(samples, "agent_guard_http_responses_total", endpoint="validate", code="500") == 1
     assert value(samples, "agent_guard_review_duration_seconds_count", endpoint="validate") == 1
+
+
+def test_budget_denials_and_ledger_are_exported(shipped_policy: policy.Policy) -> None:
+    guards = dict(shipped_policy.guards)
+    guards["delete-budget"] = guards["delete-budget"].model_copy(update={"limit": 2})
+    state = app.State(engine.Engine(dataclasses.replace(shipped_policy, guards=guards)))
+    delete = reviews.review(
+        reviews.admission_request(
+            "DELETE", "configmaps", name="cm", namespace="shop", old={"kind": "ConfigMap", "metadata": {}}
+        )
+    )
+    with fastapi.testclient.TestClient(app.create_app(state, on_decision=lambda _: None)) as client:
+        assert scrape(client)[("agent_guard_budget_tracked_keys", ())] == 0
+        answers = [
+            _validate(client, {**delete, "request": {**delete["request"], "uid": f"u{i}"}}) for i in range(3)
+        ]
+        samples = scrape(client)
+    assert [a["allowed"] for a in answers] == [True, True, False]
+    assert answers[2]["status"]["message"].startswith("[delete-budget] ")
+    labels = {"endpoint": "validate", "decision": "deny", "mode": "enforce"}
+    assert value(samples, "agent_guard_guard_decisions_total", guard="delete-budget", **labels) == 1
+    assert value(samples, "agent_guard_budget_charged_requests_total") == 2
+    assert value(samples, "agent_guard_budget_tracked_keys") == 1
+    assert value(samples, "agent_guard_budget_tracked_requests") == 2
+
+
+def test_approvals_offered_and_used_are_exported(shipped_policy: policy.Policy) -> None:
+    guards = dict(shipped_policy.guards)
+    guards["delete-budget"] = guards["delete-budget"].model_copy(update={"limit": 0})
+    rules = (approvals.Rule(guard="delete-budget"),)
+    store = approvals.Store()
+    store.enabled = True
+    state = app.State(
+        engine.Engine(dataclasses.replace(shipped_policy, guards=guards, approvals=rules), approved=store)
+    )
+    request = reviews.admission_request(
+        "DELETE", "configmaps", name="cm", namespace="shop", old={"kind": "ConfigMap", "metadata": {}}
+    )
+    target = approvals.Target(str(reviews.AGENT["username"]), "DELETE", "", "configmaps", "shop", "cm")
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+    obj = approvals.manifest(target, "alice", "ok", later, "agent-guard-system")
+    obj["metadata"]["name"] = "a-1"
+    with fastapi.testclient.TestClient(app.create_app(state, on_decision=lambda _: None)) as client:
+        assert "Approval id" in _validate(client, reviews.review(request))["status"]["message"]
+        store.put(approvals.Approval.from_object(obj))
+        assert _validate(client, reviews.review({**request, "uid": "retry"}))["allowed"]
+        samples = scrape(client)
+    assert value(samples, "agent_guard_approvals_offered_total") == 1
+    assert value(samples, "agent_guard_approvals_used_total") == 1
+    assert value(samples, "agent_guard_approvals_known") == 1
+    assert value(samples, "agent_guard_approvals_watching") == 1

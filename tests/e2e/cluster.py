@@ -129,9 +129,12 @@ def needs_binaries() -> bool:
 
 
 @contextlib.contextmanager
-def provide(workdir: Path, binaries: dict[str, Path], authorization_config: Path) -> Iterator[Target]:
+def provide(
+    workdir: Path, binaries: dict[str, Path], authorization_config: Path, admission_config: Path | None = None
+) -> Iterator[Target]:
     """The cluster for this session, torn down on exit. A local one authorizes with
-    ``authorization_config``; an existing cluster's authorizers are its own (the file is not used)."""
+    ``authorization_config`` and configures admission plugins with ``admission_config``; an existing
+    cluster's are its own (the files are not used)."""
     if mode() == "kubeconfig":
         try:
             found = kubeconfig.load(Path(os.environ[KUBECONFIG_ENV]), workdir)
@@ -140,6 +143,10 @@ def provide(workdir: Path, binaries: dict[str, Path], authorization_config: Path
         yield found
         return
     with processes.running(
-        workdir / "controlplane", binaries["etcd"], binaries["kube-apiserver"], authorization_config
+        workdir / "controlplane",
+        binaries["etcd"],
+        binaries["kube-apiserver"],
+        authorization_config,
+        admission_config,
     ) as plane:
         yield Local(plane)

@@ -105,7 +105,7 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     try:
         with (
             stack.prepared(workdir) as plan,
-            cluster.provide(workdir, found, plan.authorization_config) as target,
+            cluster.provide(workdir, found, plan.authorization_config, plan.admission_config) as target,
         ):
             config.stash[DIAGNOSTICS] = target.diagnostics
             # On an existing cluster (make e2e-kind) the guard is the deployed one and the apiserver's

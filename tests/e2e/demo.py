@@ -1,13 +1,15 @@
 """``make demo``: a real kube-apiserver with the guard registered, to poke at by hand.
 
 Starts the same stack as the end-to-end suite (building the binaries on first use), writes kubeconfigs
-and tokens for the admin and the agent into a temporary directory, prints commands to try, and tears
-everything down on Ctrl-C.
+and tokens for the admin and the agent into a temporary directory, prints commands to try and an MCP
+client configuration (the JSON an MCP host such as an IDE or a desktop assistant takes) that starts
+kubernetes-mcp-server as the agent, and tears everything down on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import sys
@@ -18,9 +20,26 @@ from types import FrameType
 
 from tests.e2e import cluster, kube, stack
 from tests.e2e.controlplane import binaries, processes
+from tests.e2e.mcp import servers
 from webhook import manifests
 
 VICTIM = "demo-prod"
+
+
+def mcp_client_configuration(kubeconfig: Path) -> str:
+    """The ``mcpServers`` JSON that starts kubernetes-mcp-server (the pinned one the MCP scenarios install
+    into the cache) with the agent's kubeconfig; if it cannot be installed, the same through ``npx``."""
+    server = servers.KUBERNETES_MCP_SERVER
+    try:
+        root = servers.ensure_installed(lambda message: print(message, file=sys.stderr))
+    except servers.InstallError as exc:
+        print(f"make demo: {exc}; the MCP configuration below uses npx instead", file=sys.stderr)
+        command, args = "npx", ["-y", f"{server.name}@{servers.pinned_version(server.name)}"]
+    else:
+        parameters = server.parameters(root, kubeconfig, Path("/nonexistent/kubectl"), server.flag_sets[0])
+        command, args = parameters.command, []
+    entry = {"command": command, "args": [*args, "--kubeconfig", str(kubeconfig)]}
+    return json.dumps({"mcpServers": {"guarded-kubernetes": entry}}, indent=2)
 
 
 def _instructions(up: stack.Stack, workdir: Path) -> str:
@@ -46,6 +65,10 @@ The agent is system:serviceaccount:{stack.AGENT_NAMESPACE}:{stack.AGENT_NAME}, b
   # the same without kubectl (the kubectl on some PATHs is a wrapper that may not honour --kubeconfig)
   curl --cacert {ca} -H "Authorization: Bearer $(cat {workdir / "agent.token"})" \\
        -X DELETE {server}/api/v1/namespaces/{VICTIM}
+
+MCP client configuration: kubernetes-mcp-server as the agent (paste into your MCP host's settings;
+add "--read-only" or "--disable-destructive" to "args" to compare its own flags with the guard):
+{mcp_client_configuration(agent)}
 
 Audit log: {up.target.audit_log}
 Press Ctrl-C to stop everything and delete {workdir}.

@@ -21,7 +21,7 @@ The cluster's apiserver flags were fixed when it was created (``kind-config.yaml
 and the authorizer's own scenarios skip (``conftest.require_authorizer``).
 
 Every wait ends on an observation of the apiserver's behaviour (the agent's server-side dry-run
-``DELETE`` of ``e2e-probe``, several times in a row, so that both replicas have answered), not on
+owner patch of ``e2e-probe``, several times in a row, so that both replicas have answered), not on
 the Deployment's status alone. None of this has run here: there is no Docker engine on the machine
 it was written on (see the README's kind section).
 """
@@ -51,8 +51,8 @@ DENIED_BY_US = f'admission webhook "{manifests.WEBHOOK_NAME}" denied the request
 
 
 def probe(agent: kube.Client) -> kube.Reply:
-    """The agent's server-side dry-run namespace delete: judged by the guard, changes nothing."""
-    return agent.request(kube.Request("DELETE", f"/api/v1/namespaces/{stack.PROBE_NAMESPACE}").dry_run())
+    """The agent's server-side dry-run owner patch of a namespace: judged by admission, changes nothing."""
+    return agent.request(stack.probe_request())
 
 
 def enforcing_answer(reply: kube.Reply) -> bool:

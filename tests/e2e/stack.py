@@ -39,7 +39,7 @@ import urllib3
 
 from tests import reviews, serving
 from tests.e2e import cluster, kube
-from webhook import manifests, policy
+from webhook import clientauth, manifests, policy
 
 AGENT_NAMESPACE, AGENT_NAME = "mcp-system", "mcp-k8s-go"
 CONTROLLER_NAMESPACE, CONTROLLER_NAME = "kube-system", "e2e-controller"
@@ -48,6 +48,24 @@ REGISTRATION_TIMEOUT_SECONDS = 30.0
 # The apiserver caches the authorizer's "denied" and "no opinion" answers this long (shipped: 10s).
 AUTHORIZER_CACHE_SECONDS = 1
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+
+
+def probe_request() -> kube.Request:
+    """A request only admission judges, denied by ``namespace-delete``, that changes nothing: a
+    server-side dry-run patch giving ``e2e-probe`` an owner. (A namespace DELETE no longer reaches
+    admission: the authorizer denies it first, as ``kubectl auth can-i`` should say.)"""
+    owner = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "e2e-probe-owner",
+        "uid": "00000000-0000-0000-0000-00000000e2e0",
+    }
+    return kube.Request(
+        "PATCH",
+        f"/api/v1/namespaces/{PROBE_NAMESPACE}",
+        {"metadata": {"ownerReferences": [owner]}},
+        content_type="application/merge-patch+json",
+    ).dry_run()
 
 
 class StackError(Exception):
@@ -96,16 +114,24 @@ class Webhook:
         self.current = guard
 
     def _wait_until_called(self, guard: serving.Guard) -> None:
-        # A server-side dry-run namespace delete by the agent: routed to the webhook, changes nothing.
-        probe = kube.Request("DELETE", f"/api/v1/namespaces/{PROBE_NAMESPACE}").dry_run()
-        mark = f'"name":"{PROBE_NAMESPACE}"'
+        # Routed to the webhook, changes nothing; counted in the guard's /validate lines only (the
+        # same guard may also answer the apiserver's authorizer for the same request).
+        probe = probe_request()
+
+        def calls() -> int:
+            return sum(
+                1
+                for d in decisions(guard.output())
+                if d.get("endpoint") == "validate" and d.get("name") == PROBE_NAMESPACE
+            )
+
         deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
         reply = None
         while time.monotonic() < deadline:
-            before = guard.output().count(mark)
+            before = calls()
             reply = self.agent.request(probe)
             for _ in range(10):
-                if guard.output().count(mark) > before:
+                if calls() > before:
                     return
                 time.sleep(0.02)
             time.sleep(0.1)
@@ -153,20 +179,51 @@ class Plan:
     port: int
     authorization_config: Path
     hold: socket.socket  # bound (not listening): nothing else gets the port until the guard starts
+    # The client certificate the apiserver presents to every webhook (``agent-guard apiserver-client``),
+    # for guards started with ``--client-ca`` (``client_ca``); guards without it never ask for it.
+    admission_config: Path | None = None
+    client_dir: Path | None = None
+
+    @property
+    def client_ca(self) -> Path | None:
+        return self.client_dir / clientauth.CA_FILE if self.client_dir is not None else None
 
     def release_port(self) -> None:
         self.hold.close()
 
 
-def render_authorizer(loaded: policy.Policy, ca_bundle: str, port: int, directory: Path) -> Path:
-    """The AuthorizationConfiguration + kubeconfig as shipped, but with the suite's short cache TTL."""
+def make_apiserver_client(directory: Path) -> Path:
+    """The apiserver's webhook client certificate and admission configuration, through the real tool."""
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "apiserver-client", "--out", str(directory), "--host", "*"],
+        capture_output=True,
+        text=True,
+        cwd=reviews.ROOT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"agent-guard apiserver-client failed ({result.returncode}): {result.stderr.strip()}"
+        )
+    return directory / clientauth.CONFIG_FILE
+
+
+def render_authorizer(
+    loaded: policy.Policy, ca_bundle: str, port: int, directory: Path, client_dir: Path | None = None
+) -> Path:
+    """The AuthorizationConfiguration + kubeconfig as shipped, but with the suite's short cache TTL
+    (and the apiserver's client certificate from ``client_dir``, for a guard with ``--client-ca``)."""
     directory.mkdir(parents=True, exist_ok=True)
+    client_cert = None
+    if client_dir is not None:
+        client_cert = (str(client_dir / clientauth.CERT_FILE), str(client_dir / clientauth.KEY_FILE))
     files = manifests.authorization_files(
         loaded,
         url=cluster.guard_url(port),
         ca_bundle=ca_bundle,
         kubeconfig_path=str(directory / manifests.KUBECONFIG_FILE),
         unauthorized_ttl=f"{AUTHORIZER_CACHE_SECONDS}s",
+        client_cert=client_cert,
     )
     for name, text in files.items():
         (directory / name).write_text(text)
@@ -180,11 +237,13 @@ def prepared(workdir: Path) -> Iterator[Plan]:
     cert_dir = workdir / "guard-certs"
     ca_bundle = make_certs(cert_dir)
     loaded = policy.load(reviews.RULES)
+    client_dir = workdir / "apiserver-client"
+    admission_config = make_apiserver_client(client_dir)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hold:
         hold.bind(("127.0.0.1", 0))
         port: int = hold.getsockname()[1]
-        config = render_authorizer(loaded, ca_bundle, port, workdir / "authz")
-        yield Plan(workdir, cert_dir, ca_bundle, loaded, port, config, hold)
+        config = render_authorizer(loaded, ca_bundle, port, workdir / "authz", client_dir)
+        yield Plan(workdir, cert_dir, ca_bundle, loaded, port, config, hold, admission_config, client_dir)
 
 
 @dataclass
@@ -213,6 +272,7 @@ class Stack:
     arguments: tuple[str, ...] = ()  # the extra ``agent-guard serve`` arguments of ``guard``
     stopped_at: float = 0.0  # when a guard on ``port`` last stopped answering
     processes: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # closed by ``up``
+    client_ca: Path | None = None  # verifies the apiserver's webhook client certificate (``Plan``)
 
     def local_guard(self) -> serving.Guard:
         """The guard process on the authorizer's port (the current one: restarts replace it)."""
@@ -320,6 +380,7 @@ def up(target: cluster.Target, plan: Plan, *guard_arguments: str) -> Iterator[St
             authorizer=True,
             port=plan.port,
             processes=processes,
+            client_ca=plan.client_ca,
         )
         plan.release_port()
         guard = stack.start_guard(*guard_arguments)

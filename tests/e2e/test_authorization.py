@@ -355,3 +355,146 @@ def test_agent_lists_pods(scene: attacks.Scene, enforcing: stack.Stack) -> None:
         if d["endpoint"] == "authorize" and d["resource"] == "pods" and d["namespace"] == scene.namespace
     ]
     assert asked and all(d["decision"] == "allow" and d["user"] == AGENT_USER for d in asked), asked
+
+
+# --- kubectl auth can-i agrees with admission (issue #14) ------------------------------------
+
+SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+# (id, resourceAttributes without namespace, the guard that must answer "denied")
+CAN_I: tuple[tuple[str, dict[str, str], str], ...] = (
+    ("delete-namespaces", {"verb": "delete", "resource": "namespaces"}, "namespace-delete"),
+    (
+        "delete-namespace",
+        {"verb": "delete", "resource": "namespaces", "name": "kube-system"},
+        "namespace-delete",
+    ),
+    (
+        "deletecollection-namespaces",
+        {"verb": "deletecollection", "resource": "namespaces"},
+        "namespace-delete",
+    ),
+    (
+        "finalize-namespace",
+        {"verb": "update", "resource": "namespaces", "subresource": "finalize"},
+        "namespace-delete",
+    ),
+    ("exec", {"verb": "create", "resource": "pods", "subresource": "exec"}, "secret-access"),
+    ("exec-websocket", {"verb": "get", "resource": "pods", "subresource": "exec"}, "secret-access"),
+    ("attach", {"verb": "create", "resource": "pods", "subresource": "attach"}, "secret-access"),
+    ("portforward", {"verb": "get", "resource": "pods", "subresource": "portforward"}, "secret-access"),
+    (
+        "token-request",
+        {"verb": "create", "resource": "serviceaccounts", "subresource": "token"},
+        "secret-access",
+    ),
+    (
+        "approve-signer",
+        {
+            "verb": "approve",
+            "group": "certificates.k8s.io",
+            "resource": "signers",
+            "name": "kubernetes.io/kube-apiserver-client",
+        },
+        "rbac-escalation",
+    ),
+    (
+        "constrained-impersonation",
+        {"verb": "impersonate:user-info", "group": "authentication.k8s.io", "resource": "users"},
+        "rbac-escalation",
+    ),
+    (
+        "patch-apiservice",
+        {"verb": "patch", "group": "apiregistration.k8s.io", "resource": "apiservices", "name": "v1."},
+        "guard-tamper",
+    ),
+)
+
+
+def can_i(client: kube.Client, attributes: dict[str, str], namespace: str) -> dict[str, Any]:
+    """What ``kubectl auth can-i`` sends: a SelfSubjectAccessReview, answered by the authorizer chain."""
+    spec = {"resourceAttributes": {"namespace": namespace, **attributes}}
+    reply = client.ok(
+        kube.Request(
+            "POST",
+            SSAR,
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": spec},
+        )
+    )
+    status: dict[str, Any] = reply.body["status"]
+    return status
+
+
+@pytest.mark.parametrize(("attributes", "guard"), [pytest.param(a, g, id=i) for i, a, g in CAN_I])
+def test_can_i_says_no_where_admission_would(
+    attributes: dict[str, str], guard: str, scene: attacks.Scene, enforcing: stack.Stack
+) -> None:
+    require_guard(guard, enforcing)
+    namespace = (
+        "" if attributes["resource"] in ("namespaces", "signers", "users", "apiservices") else scene.namespace
+    )
+    answer = can_i(enforcing.agent, attributes, namespace)
+    assert answer.get("allowed") is not True and answer.get("denied") is True, answer
+    assert answer["reason"].startswith(f"[{guard}]"), answer
+    admin = can_i(enforcing.admin, attributes, namespace)
+    assert admin["allowed"] is True, admin
+
+
+def test_can_i_still_says_yes_to_ordinary_work(scene: attacks.Scene, enforcing: stack.Stack) -> None:
+    for attributes in (
+        {"verb": "create", "resource": "namespaces"},
+        {"verb": "get", "resource": "pods", "subresource": "log"},
+        {"verb": "patch", "group": "apps", "resource": "deployments"},
+        {"verb": "list", "group": "apiregistration.k8s.io", "resource": "apiservices"},
+    ):
+        answer = can_i(enforcing.agent, attributes, scene.namespace)
+        assert answer["allowed"] is True and not answer.get("denied"), (attributes, answer)
+
+
+# --- verbs the apiserver cannot name -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "PROPFIND"])
+def test_methods_without_a_verb_on_proxy_paths_get_a_reason(
+    method: str, scene: attacks.Scene, enforcing: stack.Stack
+) -> None:
+    """The apiserver authorizes OPTIONS/PROPFIND on a proxy path with an empty verb; the guard used to
+    refuse that review (HTTP 400), which the apiserver turned into a bare HTTP 500."""
+    require_guard("secret-access", enforcing)
+    path = f"/api/v1/namespaces/{scene.namespace}/pods/web/proxy/"
+    reply = enforcing.agent.request(kube.Request(method, path))
+    assert_forbidden_by_authorizer(reply, "secret-access")
+    admin = enforcing.admin.request(kube.Request(method, path))
+    assert admin.status not in (403, 500), admin
+
+
+# --- the escalate/bind checks RBAC performs while storing roles and bindings ----------------
+
+
+def test_rbac_prechecks_are_logged_for_what_they_are(scene: attacks.Scene, enforcing: stack.Stack) -> None:
+    """Creating a Role makes RBAC ask ``escalate``, a binding ``bind``: the guard denies both, RBAC then
+    checks the agent holds every permission granted (cluster-admin does) and stores the object. The
+    decision log says the denial was not final, instead of claiming a refused request."""
+    require_guard("rbac-escalation", enforcing)
+    rbac = f"{attacks.RBAC}/namespaces/{scene.namespace}"
+    role = {
+        "metadata": {"name": "reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+    }
+    assert enforcing.agent.request(kube.Request("POST", f"{rbac}/roles", role)).status == 201
+    binding = {
+        "metadata": {"name": "reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": scene.namespace}],
+    }
+    assert enforcing.agent.request(kube.Request("POST", f"{rbac}/rolebindings", binding)).status == 201
+    logged = {
+        d["operation"]: d
+        for d in stack.decisions(enforcing.local_guard().output())
+        if d["endpoint"] == "authorize"
+        and d["namespace"] == scene.namespace
+        and d["operation"] in ("escalate", "bind")
+    }
+    assert set(logged) == {"escalate", "bind"}, logged
+    for entry in logged.values():
+        assert entry["decision"] == "deny" and entry["final"] is False, entry
+        assert "fall back" in entry["note"], entry

@@ -210,3 +210,23 @@ def test_committed_manifests_match_the_renderer(tmp_path: Path) -> None:
     assert committed == rendered, (
         f"manifests/authz/ is stale: re-render with `agent-guard {' '.join(RERENDER)} --out manifests/authz`"
     )
+
+
+def test_kubeconfig_can_carry_the_apiservers_client_certificate(
+    shipped_policy: policy.Policy, capsys: Any
+) -> None:
+    """For ``serve --client-ca``: the authorizer must present the same certificate as admission."""
+    files = manifests.authorization_files(
+        shipped_policy,
+        ca_bundle="Q0E=",
+        client_cert=("/etc/k/apiserver-client.crt", "/etc/k/apiserver-client.key"),
+    )
+    [user] = yaml.safe_load(files[manifests.KUBECONFIG_FILE])["users"]
+    assert user["user"] == {
+        "client-certificate": "/etc/k/apiserver-client.crt",
+        "client-key": "/etc/k/apiserver-client.key",
+    }
+    plain = manifests.authorization_files(shipped_policy, ca_bundle="Q0E=")
+    assert yaml.safe_load(plain[manifests.KUBECONFIG_FILE])["users"][0]["user"] == {}
+    code = cli.main(["manifests", "authz", "--ca-bundle", "Q0E=", "--client-cert", "/x.crt"])
+    assert code == 2 and "give both --client-cert and --client-key" in capsys.readouterr().err

@@ -28,16 +28,22 @@ def _request_fixtures() -> list[Path]:
     return found
 
 
-def _rules_with(tmp_path: Path, overrides: dict[str, Any] | None) -> Path:
-    """The shipped rules, with a fixture's ``settings`` in place of each guard's section."""
-    if not overrides:
+def _rules_with(
+    tmp_path: Path, overrides: dict[str, Any] | None, pod_templates: dict[str, Any] | None = None
+) -> Path:
+    """The shipped rules, with a fixture's ``settings`` in place of each guard's section (and its
+    ``podTemplates`` in place of the policy's)."""
+    if not overrides and pod_templates is None:
         return reviews.RULES
+    overrides = overrides or {}
     target = tmp_path / "rules"
     target.mkdir()
     pending = dict(overrides)
     for source in sorted(reviews.RULES.glob("*.y*ml")):
         docs = list(yaml.safe_load_all(source.read_text()))
         for doc in docs:
+            if pod_templates is not None and "podTemplates" in (doc or {}):
+                doc["podTemplates"] = pod_templates
             for guard_id in list((doc or {}).get("guards") or {}):
                 if guard_id in pending:  # replaced, not merged: as tests/unit/test_fixtures.py does
                     doc["guards"][guard_id] = pending.pop(guard_id)
@@ -88,7 +94,7 @@ def test_check_reproduces_fixture_decisions(
     )
     review_file = tmp_path / f"{path.stem}.json"
     review_file.write_text(json.dumps(reviews.review(request)))
-    rules = str(_rules_with(tmp_path, data.get("settings")))
+    rules = str(_rules_with(tmp_path, data.get("settings"), data.get("podTemplates")))
 
     code, payload = _run(capsys, "--rules", rules, "--mode", "enforce", str(review_file))
     deny = path.name.startswith("deny.")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from webhook import decisionlog, metrics
+from webhook import attributes, decisionlog, engine, metrics
 
 
 def test_each_decision_is_one_json_line_even_under_concurrency() -> None:
@@ -122,3 +122,28 @@ def test_no_stdout_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdout", None)
     with pytest.raises(OSError, match="stdout, which is closed"):
         decisionlog.stdout_stream()
+
+
+def _access(verb: str, resource: str, group: str = "rbac.authorization.k8s.io") -> dict[str, object]:
+    request = attributes.AccessRequest(
+        user=attributes.UserInfo("system:serviceaccount:mcp-system:bot"),
+        verb=verb,
+        group=group,
+        resource=resource,
+    )
+    finding = engine.Finding("rbac-escalation", "[rbac-escalation] no", "enforce")
+    return decisionlog.access_entry(request, engine.Verdict(agent=True, findings=(finding,)), "enforce")
+
+
+def test_rbac_prechecks_are_logged_as_not_final() -> None:
+    """RBAC asks escalate/bind while storing a role or binding and falls back to its coverage check: the
+    log must not read as a refused request when the write may have succeeded."""
+    for verb, resource in (("escalate", "clusterroles"), ("bind", "roles")):
+        entry = _access(verb, resource)
+        assert entry["decision"] == "deny" and entry["final"] is False, entry
+        assert "fall back" in str(entry["note"]), entry
+    for entry in (
+        _access("impersonate", "users", group=""),
+        _access("escalate", "clusterroles", group="x.io"),
+    ):
+        assert "final" not in entry and "note" not in entry, entry

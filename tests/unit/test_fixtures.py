@@ -2,7 +2,8 @@
 
 A fixture holds ``request`` (an AdmissionReview.request, camelCase, as the apiserver sends it) or
 ``access`` (a SubjectAccessReview spec), an optional ``user`` (default: the agent
-``mcp-system/mcp-k8s-go``), optional ``settings`` per guard id, and ``expect``:
+``mcp-system/mcp-k8s-go``), optional ``settings`` per guard id, an optional ``podTemplates`` (the
+policy section of that name), and ``expect``:
 
 - ``guards``: exactly the guard ids that must fire (deny fixtures; allow fixtures must fire none);
 - ``messages``: substrings each of which must appear in some finding (e.g. the offending field);
@@ -40,7 +41,11 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def _engine_for(base: policy.Policy, overrides: dict[str, Any] | None) -> engine.Engine:
+def _engine_for(
+    base: policy.Policy, overrides: dict[str, Any] | None, pod_templates: dict[str, Any] | None = None
+) -> engine.Engine:
+    if pod_templates is not None:
+        base = dataclasses.replace(base, pod_templates=policy.PodTemplates.model_validate(pod_templates))
     if not overrides:
         return engine.Engine(base)
     families = guards.by_id()
@@ -75,7 +80,7 @@ def _judge(judge: engine.Engine, data: dict[str, Any], user: dict[str, Any]) -> 
 @pytest.mark.parametrize("path", _fixture_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_fixture(path: Path, shipped_policy: policy.Policy) -> None:
     data = _load(path)
-    judge = _engine_for(shipped_policy.with_mode("enforce"), data.get("settings"))
+    judge = _engine_for(shipped_policy.with_mode("enforce"), data.get("settings"), data.get("podTemplates"))
     expect = data.get("expect", {})
     verdict = _judge(judge, data, data.get("user", reviews.AGENT))
     fired = set(verdict.guards)
@@ -111,7 +116,7 @@ def test_deny_fixture_is_allowed_for_non_agents(
     path: Path, who: dict[str, Any], shipped_policy: policy.Policy
 ) -> None:
     data = _load(path)
-    judge = _engine_for(shipped_policy.with_mode("enforce"), data.get("settings"))
+    judge = _engine_for(shipped_policy.with_mode("enforce"), data.get("settings"), data.get("podTemplates"))
     verdict = _judge(judge, data, who)
     assert verdict.allowed and not verdict.agent and not verdict.findings
 

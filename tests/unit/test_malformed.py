@@ -68,11 +68,14 @@ def mutations(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield f"{where} = {wrong!r:.40}", mutated
 
 
+def _mutable(data: dict[str, Any]) -> bool:
+    """An admission fixture with an object to mutate, of a kind that is described: the shape detector
+    (``podTemplates.detect``) looks into unknown kinds, where no type is wrong, only shapes match."""
+    return next(mutations(data), None) is not None and not (data.get("podTemplates") or {}).get("detect")
+
+
 DENY = [
-    path
-    for path in sorted(reviews.FIXTURES.glob("*/deny.*.yaml"))
-    if any(next(mutations(test_fixtures._load(path)), None) for _ in (0,))
-    if "request" in test_fixtures._load(path)
+    path for path in sorted(reviews.FIXTURES.glob("*/deny.*.yaml")) if _mutable(test_fixtures._load(path))
 ]
 
 
@@ -82,7 +85,7 @@ def test_no_wrong_type_mutation_of_a_denied_object_is_allowed(
 ) -> None:
     data = test_fixtures._load(path)
     judge: engine.Engine = test_fixtures._engine_for(
-        shipped_policy.with_mode("enforce"), data.get("settings")
+        shipped_policy.with_mode("enforce"), data.get("settings"), data.get("podTemplates")
     )
     user = data.get("user", reviews.AGENT)
     allowed, crashed, tried = [], [], 0

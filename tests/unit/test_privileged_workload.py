@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests import reviews
-from webhook import engine, policy, review
+from webhook import engine, manifests, policy, review
 from webhook.guards import podspec, privileged_workload
 
 GUARD = "privileged-workload"
@@ -30,25 +30,32 @@ def _engine(base: policy.Policy, **settings: Any) -> engine.Engine:
     return engine.Engine(dataclasses.replace(base.with_mode("enforce"), guards=guards))
 
 
-def _nest(path: tuple[str, ...], spec: dict[str, Any]) -> dict[str, Any]:
-    obj: dict[str, Any] = copy.deepcopy(spec)
-    for key in reversed(path):
-        obj = {key: obj}
-    return obj
+def _nest(path: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """An object holding ``spec`` at ``path``; a ``[*]`` list holds it as its only item."""
+    obj: Any = copy.deepcopy(spec)
+    for key in reversed(podspec.parse_path(path)):
+        obj = [obj] if key == podspec.EACH else {key: obj}
+    nested: dict[str, Any] = obj
+    return nested
 
 
 def _admit(judge: engine.Engine, request: dict[str, Any]) -> engine.Verdict:
     return judge.admit(review.parse_admission(reviews.body(reviews.review(request))))
 
 
-@pytest.mark.parametrize("location", sorted(podspec.TEMPLATE_PATHS), ids=lambda k: f"{k[0] or 'core'}/{k[1]}")
+LOCATIONS = [
+    pytest.param(group, resource, path, id=f"{group or 'core'}/{resource}:{path}")
+    for (group, resource), paths in sorted(podspec.TEMPLATE_PATHS.items())
+    for path in paths
+]
+
+
+@pytest.mark.parametrize(("group", "resource", "path"), LOCATIONS)
 @pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
 def test_every_template_location_is_judged(
-    location: tuple[str, str], operation: str, shipped_policy: policy.Policy
+    group: str, resource: str, path: str, operation: str, shipped_policy: policy.Policy
 ) -> None:
     """The same bad pod spec, wherever a workload kind keeps it, is denied with the full field path."""
-    group, resource = location
-    path = podspec.TEMPLATE_PATHS[location]
     obj = {"metadata": {"name": "x", "namespace": "ns"}, **_nest(path, BAD_POD_SPEC)}
     old = {"metadata": {"name": "x", "namespace": "ns"}} if operation == "UPDATE" else None
     request = reviews.admission_request(
@@ -57,8 +64,9 @@ def test_every_template_location_is_judged(
     verdict = _admit(_engine(shipped_policy), request)
     assert not verdict.allowed
     messages = [f.message for f in verdict.findings]
+    shown = path.replace("[*]", "[0]")
     assert len(messages) == 2, messages
-    assert any(f"{'.'.join(path)}.hostNetwork=true" in m for m in messages), messages
+    assert any(f"{shown}.hostNetwork=true" in m for m in messages), messages
     assert any('container "shell" sets securityContext.privileged=true' in m for m in messages), messages
 
 
@@ -84,7 +92,10 @@ def test_restricted_denies_whatever_baseline_denies(path: Path, shipped_policy: 
     request = copy.deepcopy(data["request"])
     request.update(uid="u-1", userInfo=reviews.AGENT)
     request.setdefault("kind", {"group": "", "version": "v1", "kind": "X"})
-    verdict = _admit(_engine(shipped_policy, level="restricted"), request)
+    templates = policy.PodTemplates.model_validate(data.get("podTemplates", {}))
+    verdict = _admit(
+        _engine(dataclasses.replace(shipped_policy, pod_templates=templates), level="restricted"), request
+    )
     assert not verdict.allowed
     assert len(verdict.findings) >= data["expect"].get("findings", 1)
 
@@ -168,13 +179,13 @@ def test_unknown_level_is_a_policy_error_naming_the_field(tmp_path: Path) -> Non
         policy.load(tmp_path)
 
 
-def test_rules_cover_every_pod_spec_location() -> None:
+def test_rules_cover_every_pod_spec_location(shipped_policy: policy.Policy) -> None:
     covered = {
         (group, resource, operation)
-        for rule in privileged_workload.FAMILY.rules
-        for group in rule.api_groups
-        for resource in rule.resources
-        for operation in rule.operations
+        for rule in manifests.admission_rules(shipped_policy)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for operation in rule["operations"]
     }
     expected = {(g, r) for g, r in podspec.TEMPLATE_PATHS} | {("", "pods/ephemeralcontainers")}
-    assert covered == {(g, r, op) for g, r in expected for op in ("CREATE", "UPDATE")}
+    assert {(g, r, op) for g, r in expected for op in ("CREATE", "UPDATE")} <= covered

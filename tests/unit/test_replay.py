@@ -233,9 +233,13 @@ def test_replay_finds_the_agents_attacks_and_none_of_the_admins(
     assert all(r["user"] == AGENT["username"] for r in payload["requests"])
     prod, kube_system = denied["namespaces prod"], denied["namespaces kube-system"]
     assert prod["partial"] == [] and prod["code"] == 200 and prod["verb"] == "delete"
-    assert prod["checks"][0]["endpoint"] == "validate"
-    assert prod["checks"][0]["request"] == "DELETE namespaces prod"
+    # the authorizer answers first (so `kubectl auth can-i` agrees), and admission would deny too
+    assert [check["endpoint"] for check in prod["checks"]] == ["authorize", "validate"]
     assert prod["checks"][0]["findings"][0]["message"].startswith(
+        '[namespace-delete] "delete" on namespace "prod"'
+    )
+    assert prod["checks"][1]["request"] == "DELETE namespaces prod"
+    assert prod["checks"][1]["findings"][0]["message"].startswith(
         '[namespace-delete] deleting namespace "prod"'
     )
     assert kube_system["partial"] == ["the deleted object is not in the event: judged on its name"]
@@ -452,3 +456,38 @@ def test_requests_are_built_like_the_apiserver_builds_them(
     assert [c["request"] for c in impersonating["checks"]] == [
         f"impersonate serviceaccounts probe-b/deployer (derived: impersonation by {AGENT['username']})"
     ]
+
+
+def test_budgets_count_in_the_time_of_the_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A burst of deletes exceeds the budget at the third; the same deletes spread out would not."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    text = (reviews.RULES / "policy.yaml").read_text()
+    (rules / "policy.yaml").write_text(
+        text.replace("limit: 20", "limit: 2").replace("window: 10m", "window: 1m")
+    )
+
+    def delete(name: str, at: str) -> dict[str, Any]:
+        event = _event(
+            "delete",
+            f"/api/v1/namespaces/shop/configmaps/{name}",
+            AGENT,
+            _ref("configmaps", name, "shop"),
+            request_object=_delete_options(),
+        )
+        event["requestReceivedTimestamp"] = event["stageTimestamp"] = at
+        return event
+
+    burst = [delete(f"cm-{i}", f"2026-11-24T10:00:{i:02d}.000000Z") for i in range(3)]
+    code, payload = _replay(
+        capsys, "--rules", str(rules), str(_write_lines(tmp_path / "burst.log", burst, False))
+    )
+    assert code == 1 and payload["summary"]["byGuard"] == {"delete-budget": 1}
+    [refused] = payload["requests"]
+    assert refused["target"] == "configmaps shop/cm-2"
+    assert "refills by one at 10:01:00 UTC" in refused["checks"][0]["findings"][0]["message"]
+    spread = [delete(f"cm-{i}", f"2026-11-24T10:0{2 * i}:00.000000Z") for i in range(3)]
+    code, payload = _replay(
+        capsys, "--rules", str(rules), str(_write_lines(tmp_path / "spread.log", spread, False))
+    )
+    assert code == 0 and payload["summary"]["wouldDeny"] == 0

@@ -9,14 +9,15 @@ and knobs stay in policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Generic, Literal, TypeVar
 
 import pydantic
 from pydantic import alias_generators
 
-from webhook import attributes
+from webhook import attributes, budget
 
 Mode = Literal["enforce", "dry-run", "off"]
 
@@ -61,6 +62,13 @@ class Context:
 
     is_agent: Callable[[attributes.UserInfo], bool]
     guard_namespace: str
+    # The policy's ``podTemplates``: more (group, resource) -> pod spec paths, and the shape detector.
+    pod_templates: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    detect_pod_templates: bool = False
+    # State that outlives one request (destructive budgets) and the clock it is read against. The
+    # server passes one ledger to every engine it builds, so a policy reload keeps the counts.
+    ledger: budget.Ledger = field(default_factory=budget.Ledger)
+    clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,7 @@ S = TypeVar("S", bound=GuardSettings)
 
 AdmissionCheck = Callable[[attributes.AdmissionRequest, S, Context], Iterable[str]]
 AccessCheck = Callable[[attributes.AccessRequest, S, Context], Iterable[str]]
+Settle = Callable[[attributes.AdmissionRequest, S, Context], None]
 
 
 @dataclass(frozen=True)
@@ -88,3 +97,9 @@ class Family(Generic[S]):
     admission: AdmissionCheck[S] | None = None
     access: AccessCheck[S] | None = None
     rules: tuple[AdmissionRule, ...] = ()
+    # Judges pod specs (``podspec``): the webhook then also routes every kind that carries one,
+    # including the ones the policy's ``podTemplates`` adds.
+    judges_pod_specs: bool = False
+    # Called once an agent's admission request has been admitted (allowed, or denied only in
+    # dry-run): the one place a family may record state, so refused requests never count.
+    settle: Settle[S] | None = None

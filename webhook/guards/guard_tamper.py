@@ -10,6 +10,14 @@ annotations that are security controls (``pod-security.kubernetes.io/*`` always,
 policy names). The apiserver never sends admissionregistration.k8s.io objects (webhook
 configurations, admission policies and their bindings) to webhooks, so those are judged on the
 authorization side only, together with the same namespace and RBAC objects as defence in depth.
+
+Two pieces of cluster machinery can switch the guard off or read what it protects without touching
+either: an ``APIService`` (apiregistration.k8s.io) routes a whole API group to a backend, so
+repointing ``v1.admissionregistration.k8s.io`` at an agent's Service feeds the apiserver an empty
+webhook list, and repointing ``v1.`` reads every core write; any agent write to APIServices is denied
+at admission (which does see them) and at ``/authorize``. A CustomResourceDefinition's conversion
+webhook receives every stored object of the kind at a URL its author chose, so an agent may not
+create a CRD with one or add or change one.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from webhook.guards import base, safe
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 ADMISSION_GROUP = "admissionregistration.k8s.io"
+AGGREGATION_GROUP = "apiregistration.k8s.io"
+APIEXTENSIONS_GROUP = "apiextensions.k8s.io"
 # Access reviews (LocalSubjectAccessReview) only ask a question; they change nothing.
 READ_ONLY_GROUPS = frozenset({"authorization.k8s.io"})
 
@@ -178,8 +188,54 @@ def _namespace_findings(request: attributes.AdmissionRequest, settings: Settings
 # --- the checks ------------------------------------------------------------------------------------
 
 
+def _conversion_webhook(obj: attributes.Object | None) -> Mapping[str, Any] | None:
+    spec = safe.mapping(obj.get("spec") if obj is not None else None, "spec")
+    conversion = safe.mapping(spec.get("conversion"), "spec.conversion")
+    if not conversion:
+        return None
+    if conversion.get("strategy") != "Webhook" and not isinstance(conversion.get("webhook"), Mapping):
+        return None
+    webhook = conversion.get("webhook")
+    return webhook if isinstance(webhook, Mapping) else {}
+
+
+def _webhook_target(client: Any) -> str:
+    """`` (https://…)`` or `` (service ns/name)`` for a message; empty when neither is given."""
+    if not isinstance(client, Mapping):
+        return ""
+    if isinstance(client.get("url"), str):
+        return f" ({client['url']})"
+    service = client.get("service")
+    if isinstance(service, Mapping):
+        return f" (service {service.get('namespace', '?')}/{service.get('name', '?')})"
+    return ""
+
+
+def _machinery(request: attributes.AdmissionRequest, action: str) -> Iterator[str]:
+    group, resource = request.resource.group, request.resource.resource
+    if group == AGGREGATION_GROUP and resource == "apiservices":
+        yield (
+            f"{action} {_what(request)} is not allowed for agents: an APIService decides which backend "
+            "serves a whole API group, so changing one can intercept requests or switch off cluster "
+            f"machinery (including admission webhooks like this guard); {ASK}"
+        )
+    elif group == APIEXTENSIONS_GROUP and resource == "customresourcedefinitions":
+        if request.operation not in ("CREATE", "UPDATE") or request.sub_resource:
+            return
+        new = _conversion_webhook(request.object)
+        if new is None or (request.operation == "UPDATE" and new == _conversion_webhook(request.old_object)):
+            return
+        where = _webhook_target(new.get("clientConfig"))
+        yield (
+            f"{action} {_what(request)} with a conversion webhook{where} is not allowed for agents: the "
+            "apiserver would send every stored object of that kind to it; use conversion strategy "
+            f"None, or {ASK}"
+        )
+
+
 def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
     action = ACTIONS.get(request.operation, request.operation.lower())
+    yield from _machinery(request, action)
     if _in_guard_namespace(request, ctx):
         yield (
             f'{action} {_what(request)} in the guard\'s namespace "{ctx.guard_namespace}" is not allowed '
@@ -207,6 +263,13 @@ def check_access(request: attributes.AccessRequest, settings: Settings, ctx: bas
             f"registration; {ASK}"
         )
         return
+    if verb in WRITE_VERBS and request.group == AGGREGATION_GROUP:
+        yield (
+            f"{verb} on {AGGREGATION_GROUP} {path}{name} is not allowed for agents: APIServices decide "
+            "which backend serves each API group, and changing one can intercept requests or switch off "
+            f"cluster machinery, including this guard's webhook; {ASK}"
+        )
+        return
     own_namespace = request.namespace == ctx.guard_namespace or (
         request.group == "" and request.resource == "namespaces" and request.name == ctx.guard_namespace
     )
@@ -229,7 +292,8 @@ FAMILY = base.Family(
     id="guard-tamper",
     summary=(
         "Denies agents any change in the guard's namespace, to the guard's RBAC, to admission "
-        "registration objects, and to Namespace security labels (pod-security.kubernetes.io/*)."
+        "registration objects, to APIServices, CRD conversion webhooks, and Namespace security "
+        "labels (pod-security.kubernetes.io/*)."
     ),
     settings=Settings,
     admission=check,

@@ -14,8 +14,11 @@ This family judges the *content* of what the agent writes:
 Checks follow RBAC's matching rules (``k8s.io/component-helpers/auth/rbac``), but err on the side of
 denying: names are compared case-insensitively, ``resourceNames`` never make a dangerous rule safe,
 and any ``*`` inside a resource or URL counts as a wildcard even where RBAC would read it literally.
-The authorization side denies the verbs that no admission request ever shows (impersonate, and the
-escalate/bind checks RBAC performs) plus approving CSRs.
+The authorization side denies the verbs that no admission request ever shows (impersonate and the
+constrained ``impersonate:*`` verbs, and the escalate/bind checks RBAC performs) plus approving CSRs
+(the approval write and ``approve`` on ``signers``). A denied escalate/bind check while an agent
+writes a Role or binding does not stop the write: RBAC then checks that the agent already holds every
+permission it grants, and admission judges the object (the decision log says so).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 CERTIFICATES_GROUP = "certificates.k8s.io"
 
 ESCALATING_VERBS = ("escalate", "bind", "impersonate")
+# Constrained impersonation (KEP-5284): ``impersonate:user-info``, ``impersonate:serviceaccount``,
+# ``impersonate-on:<mode>:<verb>``, … each is impersonation, only narrower.
+IMPERSONATE_PREFIXES = ("impersonate:", "impersonate-on:")
 
 # Any verb on these is a credential, a shell, or control over the cluster's security machinery.
 SENSITIVE_RESOURCES = (
@@ -41,6 +47,7 @@ SENSITIVE_RESOURCES = (
     "pods/attach",
     "pods/portforward",
     "pods/proxy",
+    "pods/ephemeralcontainers",  # kubectl debug: a new container in a running pod, exec-equivalent
     "services/proxy",
     "nodes/proxy",
     "certificatesigningrequests/approval",
@@ -129,6 +136,7 @@ def _rule_problems(rule: Mapping[str, Any]) -> list[str]:
     if "*" in verbs:
         problems.append('verbs "*" (every verb, including escalate, bind and impersonate)')
     escalating = [v for v in ESCALATING_VERBS if v in verbs]
+    escalating += [v for v in verbs if v.startswith(IMPERSONATE_PREFIXES)]
     if escalating:
         problems.append(f"verbs {_quoted(escalating)}")
     if "*" in groups:
@@ -309,7 +317,7 @@ def check_access(request: attributes.AccessRequest, settings: Settings, ctx: bas
         return
     verb = request.verb.lower()
     target = request.resource_path or "(any resource)"
-    if verb in ESCALATING_VERBS:
+    if verb in ESCALATING_VERBS or verb.startswith(IMPERSONATE_PREFIXES):
         yield (
             f'the verb "{verb}" on {target} is not allowed for agents: it grants permissions or identities '
             f"beyond the agent's own; {ASK}"
@@ -318,6 +326,11 @@ def check_access(request: attributes.AccessRequest, settings: Settings, ctx: bas
         yield (
             f'{verb} on certificatesigningrequests/approval "{request.name}" is not allowed for agents: '
             f"approving a CSR issues a login certificate; {ASK}"
+        )
+    elif verb in ("approve", "*") and request.group == CERTIFICATES_GROUP and request.resource == "signers":
+        yield (
+            f'"{verb}" on certificates.k8s.io signers "{request.name}" is not allowed for agents: it is the '
+            f"permission to approve CertificateSigningRequests for that signer (a login certificate); {ASK}"
         )
 
 

@@ -5,26 +5,31 @@ to them besides ``get``. Admission closes the doors it sees:
 
 - TokenRequest (CREATE ``serviceaccounts/token``) and legacy token Secrets (type
   ``kubernetes.io/service-account-token``, CREATE or an UPDATE that re-points one), both of which
-  make the control plane mint a credential for an account that is not an agent;
+  make the control plane mint a credential for an account that is not an agent; bootstrap token
+  Secrets (``bootstrap.kubernetes.io/token``), a bearer credential the agent would know;
 - UPDATE of a Secret: the apiserver answers an update or patch with the whole object, data included,
   so a harmless-looking label patch is a read;
 - CONNECT on exec/attach/portforward/proxy: inside a container sit its mounted Secrets and token;
 - pod specs (every template, via ``podspec``) that hand a Secret to a pod: ``secret`` and projected
   ``secret`` volumes, ``env[].valueFrom.secretKeyRef``, ``envFrom[].secretRef``, and the volume
   plugins that authenticate with a Secret on the pod's behalf (CSI ``nodePublishSecretRef``, cephfs,
-  rbd, iscsi, flexVolume, cinder, scaleIO, storageos ``secretRef``, azureFile ``secretName``).
+  rbd, iscsi, flexVolume, cinder, scaleIO, storageos ``secretRef``, azureFile ``secretName``), and
+  inline CSI volumes of secret-store drivers (``secrets-store.csi.k8s.io``: Vault, cloud secret
+  managers) unless the policy allows the driver (``allowedCsiDrivers``).
 
 ``imagePullSecrets`` are allowed: the kubelet uses them to pull the image and the pod never sees the
 data (the worst case is pulling a private image the namespace could already pull). An UPDATE that
-leaves the pod spec unchanged (scale, labels, ``rollout restart``) is allowed even if the pods read
-Secrets; one that changes it is judged in full, since a new image or command could read what the old
-one was trusted with.
+leaves the pod spec unchanged (scale, labels, ``rollout restart``) or changes only container
+resources (``kubectl set resources``) is allowed even if the pods read Secrets; one that changes
+anything else is judged in full, since a new image or command could read what the old one was
+trusted with.
 
 Reads never reach admission, so the authorization side (``access``) denies get/list/watch and the
 other verbs whose replies carry Secret data (update, patch, deletecollection), any verb on the
 connect subresources, and ``create`` on ``serviceaccounts/token``. A list or watch the apiserver
 narrowed to one object (``fieldSelector=metadata.name=X``) arrives with that name and counts as a
-read of X; a namespace allow-listed with ``"*"`` may be read whole.
+read of X; a namespace allow-listed with ``"*"`` may be read whole. Pod logs are open by default;
+``denyPodLogs`` names namespaces whose logs may carry credentials.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ from webhook import attributes
 from webhook.guards import base, podspec, safe
 
 TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"  # noqa: S105 - a type name, not a secret
+BOOTSTRAP_TOKEN_TYPE = "bootstrap.kubernetes.io/token"  # noqa: S105 - a type name, not a secret
+# CSI drivers that fetch secrets from an external store into the pod (Vault, AWS, Azure, GCP
+# providers all plug into the Secrets Store CSI driver).
+SECRET_STORE_DRIVERS = ("secrets-store.csi.k8s.io", "secrets-store.csi.x-k8s.io")
 ALL = "*"
 SETTING = "guards.secret-access.allowedSecrets"
 
@@ -85,6 +94,10 @@ class Settings(base.GuardSettings):
     """
 
     allowed_secrets: base.NamesPerNamespace = pydantic.Field(default_factory=dict)
+    # Secret-store CSI drivers whose inline volumes agents may use (their secrets are not secret).
+    allowed_csi_drivers: tuple[str, ...] = ()
+    # Namespaces whose pod logs agents may not read ("*": every namespace). Default: logs are open.
+    deny_pod_logs: tuple[str, ...] = ()
 
     def allows(self, namespace: str, name: str) -> bool:
         names = self.allowed_secrets.get(namespace, ())
@@ -92,6 +105,9 @@ class Settings(base.GuardSettings):
 
     def allows_all(self, namespace: str) -> bool:
         return ALL in self.allowed_secrets.get(namespace, ())
+
+    def denies_logs(self, namespace: str) -> bool:
+        return ALL in self.deny_pod_logs or (bool(namespace) and namespace in self.deny_pod_logs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +122,15 @@ class SecretRef:
 # Wrong JSON types raise safe.Malformed (a finding), oversized lists safe.TooLarge.
 _text = safe.text
 _items = safe.mappings
+
+
+def secret_store_volumes(pod: podspec.PodSpec, allowed: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """``(owner, field, driver)`` of every inline CSI volume whose driver reads an external secret store."""
+    for volume in podspec.volumes(pod):
+        csi = safe.mapping(volume.spec.get("csi"), f"{volume.field}.csi")
+        driver = _text(csi.get("driver"), f"{volume.field}.csi.driver")
+        if driver in SECRET_STORE_DRIVERS and driver not in allowed:
+            yield volume.label, f"{volume.field}.csi.driver", driver
 
 
 def _volume_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
@@ -170,12 +195,15 @@ def _annotation(obj: Mapping[str, Any], key: str) -> str:
     return annotations.get(key, "")
 
 
-def _pod_refs(request: attributes.AdmissionRequest, settings: Settings) -> Iterator[str]:
-    pod = podspec.pod_spec(request)
-    if pod is None or podspec.spec_unchanged(request):
-        return
+def _pod_refs(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
+    for pod in podspec.pod_specs(request, ctx):
+        if not podspec.only_resources_changed(request, pod):
+            yield from _one_pod(request, pod, settings)
+
+
+def _one_pod(request: attributes.AdmissionRequest, pod: podspec.PodSpec, settings: Settings) -> Iterator[str]:
     namespace = _namespace(request)
-    old = podspec.previous(request)
+    old = podspec.previous(request, pod)
     existing = {(r.field, r.name) for r in secret_refs(old)} if old is not None else set()
     for ref in secret_refs(pod):
         if settings.allows(namespace, ref.name):
@@ -185,8 +213,8 @@ def _pod_refs(request: attributes.AdmissionRequest, settings: Settings) -> Itera
         if (ref.field, ref.name) in existing:
             yield (
                 f"{ref.owner} ({ref.field}) references {target} and this update changes the pod spec, "
-                "which would let new code read it; agents may only scale, label or restart workloads "
-                f"that read Secrets: ask a human operator, or an operator can {allow}"
+                "which would let new code read it; agents may only scale, label, resize or restart "
+                f"workloads that read Secrets: ask a human operator, or an operator can {allow}"
             )
         else:
             yield (
@@ -194,6 +222,12 @@ def _pod_refs(request: attributes.AdmissionRequest, settings: Settings) -> Itera
                 "workloads: remove the reference (put non-secret settings in a ConfigMap), or an "
                 f"operator can {allow}"
             )
+    for owner, field, driver in secret_store_volumes(pod, settings.allowed_csi_drivers):
+        yield (
+            f'{owner} ({field}) mounts secrets from an external store through the CSI driver "{driver}"; '
+            "agents may not hand secret data to workloads: remove the volume, or an operator can "
+            "allow the driver in guards.secret-access.allowedCsiDrivers"
+        )
 
 
 def _secret_write(request: attributes.AdmissionRequest, settings: Settings) -> Iterator[str]:
@@ -203,7 +237,15 @@ def _secret_write(request: attributes.AdmissionRequest, settings: Settings) -> I
         return
     namespace, name = _namespace(request), _object_name(request)
     objects = [request.object, request.old_object or {}]
-    if any(_text(obj.get("type"), "type") == TOKEN_SECRET_TYPE for obj in objects):
+    types = [_text(obj.get("type"), "type") for obj in objects]
+    if BOOTSTRAP_TOKEN_TYPE in types:
+        yield (
+            f'{"creating" if request.operation == "CREATE" else "updating"} Secret "{name}" of type '
+            f"{BOOTSTRAP_TOKEN_TYPE} is not allowed for agents: in kube-system it is a bearer token the "
+            "apiserver accepts for joining nodes (system:bootstrappers), a credential the agent would "
+            "know; ask a human operator to create join tokens (kubeadm token create)"
+        )
+    elif TOKEN_SECRET_TYPE in types:
         account = _annotation(request.object, "kubernetes.io/service-account.name")
         verb = "creating" if request.operation == "CREATE" else "updating"
         yield (
@@ -247,7 +289,7 @@ def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Co
         yield from _token_request(request)
         yield from _connect(request)
         yield from _secret_write(request, settings)
-    yield from _pod_refs(request, settings)
+    yield from _pod_refs(request, settings, ctx)
 
 
 def _secret_verb(request: attributes.AccessRequest, settings: Settings) -> Iterator[str]:
@@ -283,10 +325,12 @@ def access(request: attributes.AccessRequest, settings: Settings, ctx: base.Cont
         _, kind, why = action
         where = f"{request.namespace}/{request.name}" if request.namespace else request.name
         target = f'{kind} "{where}"' if request.name else f"any {kind}"
-        yield (
-            f'"{request.verb}" on {request.resource_path} ({target}) is not allowed for agents: '
-            f"{why}; {CONNECT_ADVICE}"
+        # OPTIONS, PROPFIND, … have no Kubernetes verb: the apiserver asks with an empty one.
+        verb = (
+            f'"{request.verb}"' if request.verb else "an HTTP method without a Kubernetes verb (OPTIONS, …)"
         )
+        where = f"{request.resource_path} ({target})"
+        yield f"{verb} on {where} is not allowed for agents: {why}; {CONNECT_ADVICE}"
     elif request.resource_path == "serviceaccounts/token" and request.verb in ("create", ALL):
         yield (
             f'requesting a token for ServiceAccount "{request.name}" in namespace "{request.namespace}" '
@@ -295,13 +339,21 @@ def access(request: attributes.AccessRequest, settings: Settings, ctx: base.Cont
         )
     elif request.resource in ("secrets", ALL) and not request.sub_resource:
         yield from _secret_verb(request, settings)
+    elif request.resource_path == "pods/log" and settings.denies_logs(request.namespace):
+        where = f'namespace "{request.namespace}"' if request.namespace else "any namespace"
+        yield (
+            f'"{request.verb}" on pods/log in {where} is not allowed for agents: the operator marked these '
+            "logs as possibly carrying credentials (guards.secret-access.denyPodLogs); use events, "
+            "metrics or describe, or ask a human operator"
+        )
 
 
 FAMILY = base.Family(
     id="secret-access",
     summary=(
-        "Denies an agent's Secret reads and data-returning writes, TokenRequests and token Secrets, "
-        "exec/attach/portforward/proxy, and pod specs that hand a Secret to a workload."
+        "Denies an agent's Secret reads and data-returning writes, TokenRequests, token and bootstrap "
+        "token Secrets, exec/attach/portforward/proxy, pod specs that hand a Secret (or a secret-store "
+        "CSI volume) to a workload, and optionally pods/log per namespace."
     ),
     settings=Settings,
     admission=check,
@@ -314,6 +366,6 @@ FAMILY = base.Family(
             resources=tuple(f"{resource}/{sub}" for resource, sub in CONNECT),
             operations=("CONNECT",),
         ),
-        *podspec.admission_rules(),
     ),
+    judges_pod_specs=True,
 )

@@ -13,8 +13,10 @@ where an account carries cloud identity without any mounted token (GKE Workload 
 Identity), set ``allowWithoutToken: false`` and the exemption is gone.
 
 The deprecated ``serviceAccount`` field counts when ``serviceAccountName`` is empty, as in the
-apiserver. An UPDATE that leaves the pod spec unchanged (scale, labels, ``rollout restart``) is
-allowed; one that changes it (a new image or command) is judged in full.
+apiserver. An UPDATE that leaves the pod spec unchanged (scale, labels, ``rollout restart``) or
+changes only container resources (``kubectl set resources`` for an OOM-killed workload) is allowed:
+the agent neither chose the account nor runs new code. One that changes anything else (image,
+command, args, env, volumes, the account) is judged in full.
 """
 
 from __future__ import annotations
@@ -76,9 +78,12 @@ def _namespace(request: attributes.AdmissionRequest) -> str:
 
 
 def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
-    pod = podspec.pod_spec(request)
-    if pod is None or podspec.spec_unchanged(request):
-        return
+    for pod in podspec.pod_specs(request, ctx):
+        if not podspec.only_resources_changed(request, pod):
+            yield from _judge(request, pod, settings)
+
+
+def _judge(request: attributes.AdmissionRequest, pod: podspec.PodSpec, settings: Settings) -> Iterator[str]:
     namespace = _namespace(request)
     field, account = account_of(pod)
     if settings.allows(namespace, account):
@@ -118,5 +123,5 @@ FAMILY = base.Family(
     ),
     settings=Settings,
     admission=check,
-    rules=podspec.admission_rules(),
+    judges_pod_specs=True,
 )

@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from webhook import attributes, engine, kinds, policy, review
 from webhook.tools import inputs, verdicts
@@ -83,40 +81,6 @@ def _parse_extra(values: Sequence[str]) -> dict[str, list[str]]:
             raise inputs.InputError(f"--extra {value!r}: expected KEY=VALUE")
         extra.setdefault(key, []).append(item)
     return extra
-
-
-def _documents(name: str) -> list[Any]:
-    text = inputs.read_text(name)
-    shown = inputs.display(name)
-    if name.endswith(".json") or (name == inputs.STDIN and text.lstrip()[:1] in ("{", "[")):
-        try:
-            return [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            raise inputs.InputError(
-                f"{shown}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"
-            ) from exc
-    try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise inputs.InputError(f"{shown}: {where}invalid YAML: {problem}") from exc
-
-
-def _flatten(docs: list[Any], shown: str) -> Iterator[tuple[str, Any]]:
-    """``(source, document)``, expanding ``kind: List`` (what ``kubectl get -o yaml`` prints)."""
-    for index, doc in enumerate(docs, start=1):
-        source = f"{shown}#{index}" if len(docs) > 1 else shown
-        if (
-            isinstance(doc, dict)
-            and isinstance(doc.get("items"), list)
-            and str(doc.get("kind", "")).endswith("List")
-        ):
-            for position, item in enumerate(doc["items"]):
-                yield f"{source}.items[{position}]", item
-        else:
-            yield source, doc
 
 
 def _from_review(doc: Mapping[str, Any], source: str, user: attributes.UserInfo | None) -> Item:
@@ -186,35 +150,21 @@ def collect(
     namespace: str = "default",
 ) -> list[Item]:
     """Every object in ``paths`` as an Item; all input problems at once in one InputError."""
-    problems: list[str] = []
+    found, problems = inputs.objects(paths, SUFFIXES)
     items: list[Item] = []
-    try:
-        files = inputs.expand(paths, SUFFIXES)
-    except inputs.InputError as exc:
-        raise inputs.InputError(str(exc)) from None
-    for name in files:
+    for source, doc in found:
         try:
-            docs = _documents(name)
+            if not isinstance(doc, dict):
+                raise inputs.InputError(f"{source}: expected a mapping, got {type(doc).__name__}")
+            if doc.get("kind") == "AdmissionReview":
+                items.append(_from_review(doc, source, user if explicit_user else None))
+            else:
+                uid = f"check-{len(items) + 1}"
+                items.append(
+                    _from_manifest(doc, source, user=user, operation=operation, namespace=namespace, uid=uid)
+                )
         except inputs.InputError as exc:
             problems.append(str(exc))
-            continue
-        if not docs:
-            problems.append(f"{inputs.display(name)}: no documents")
-        for source, doc in _flatten(docs, inputs.display(name)):
-            try:
-                if not isinstance(doc, dict):
-                    raise inputs.InputError(f"{source}: expected a mapping, got {type(doc).__name__}")
-                if doc.get("kind") == "AdmissionReview":
-                    items.append(_from_review(doc, source, user if explicit_user else None))
-                else:
-                    uid = f"check-{len(items) + 1}"
-                    items.append(
-                        _from_manifest(
-                            doc, source, user=user, operation=operation, namespace=namespace, uid=uid
-                        )
-                    )
-            except inputs.InputError as exc:
-                problems.append(str(exc))
     if problems:
         raise inputs.InputError("\n".join(problems))
     return items

@@ -1,4 +1,5 @@
-"""Reading the tools' inputs: files, directories, ``-`` for stdin, gzip by content.
+"""Reading the tools' inputs: files, directories, ``-`` for stdin, gzip by content, YAML or JSON
+documents and ``List`` kinds.
 
 Every failure becomes ``InputError`` with a message that starts with the file name, so the command
 line can print it as is and exit 2 instead of showing a traceback.
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
+
+import yaml
 
 STDIN = "-"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -86,3 +90,58 @@ def lines(name: str) -> Iterator[str]:
 
 def display(name: str) -> str:
     return "<stdin>" if name == STDIN else name
+
+
+def documents(name: str) -> list[Any]:
+    """The YAML documents (or the one JSON document) of a file; empty documents dropped."""
+    text = read_text(name)
+    shown = display(name)
+    if name.endswith(".json") or (name == STDIN and text.lstrip()[:1] in ("{", "[")):
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{shown}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"
+            ) from exc
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"{shown}: {where}invalid YAML: {problem}") from exc
+
+
+def flatten(docs: list[Any], shown: str) -> Iterator[tuple[str, Any]]:
+    """``(source, document)``, expanding ``kind: List`` (what ``kubectl get -o yaml`` prints)."""
+    for index, doc in enumerate(docs, start=1):
+        source = f"{shown}#{index}" if len(docs) > 1 else shown
+        kind = str(doc.get("kind", "")) if isinstance(doc, dict) else ""
+        if isinstance(doc, dict) and isinstance(doc.get("items"), list) and kind.endswith("List"):
+            # An API list (``kubectl get --raw``, ``ClusterRoleList``) leaves kind out of its items.
+            item_kind = kind.removesuffix("List")
+            for position, raw in enumerate(doc["items"]):
+                item = raw
+                if isinstance(raw, dict) and "kind" not in raw and item_kind:
+                    item = {"apiVersion": doc.get("apiVersion", ""), "kind": item_kind, **raw}
+                yield f"{source}.items[{position}]", item
+        else:
+            yield source, doc
+
+
+def objects(paths: Iterable[str], suffixes: tuple[str, ...]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Every document of every file (``List`` kinds expanded) as ``(source, document)``, and one
+    problem per file that could not be read or held no document (the caller reports them together).
+    A path that does not exist raises at once."""
+    found: list[tuple[str, Any]] = []
+    problems: list[str] = []
+    for name in expand(paths, suffixes):
+        try:
+            docs = documents(name)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        if not docs:
+            problems.append(f"{display(name)}: no documents")
+        found.extend(flatten(docs, display(name)))
+    return found, problems

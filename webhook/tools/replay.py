@@ -20,8 +20,11 @@ request, as in the fixture tests. What an event cannot tell is reported as *part
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,10 +114,33 @@ def judge_event(judge: engine.Engine, source: str, event: Mapping[str, Any]) -> 
     return judged
 
 
-def replay(judge: engine.Engine, names: Sequence[str], stats: audit.Stats) -> list[Judged]:
+class EventClock:
+    """The engine's clock during a replay: the time each audit event was received.
+
+    Destructive budgets then count in the cluster's time, so a replay says which delete of a burst
+    the budget would have refused, not what would happen if all of them arrived now.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def follow(self, event: Mapping[str, Any]) -> None:
+        stamp = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
+        with contextlib.suppress(TypeError, ValueError):  # keep the last time for a malformed stamp
+            self.now = datetime.datetime.fromisoformat(str(stamp)).timestamp()
+
+
+def replay(
+    judge: engine.Engine, names: Sequence[str], stats: audit.Stats, clock: EventClock | None = None
+) -> list[Judged]:
     """Every agent request in the logs, judged (non-agent requests are counted, not kept)."""
     kept: list[Judged] = []
     for source, event in audit.unique_events(names, stats):
+        if clock is not None:
+            clock.follow(event)
         judged = judge_event(judge, source, event)
         if judged.agent:
             kept.append(judged)
@@ -214,14 +240,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        judge = engine.Engine(policy.load(Path(args.rules), args.mode))
+        clock = EventClock()
+        judge = engine.Engine(policy.load(Path(args.rules), args.mode), clock=clock)
     except policy.PolicyError as exc:
         print(f"agent-guard replay: invalid policy:\n{exc}", file=sys.stderr)
         return verdicts.EXIT_BAD_INPUT
     stats = audit.Stats()
     try:
         names = inputs.expand(args.logs, ("",))
-        judged = replay(judge, names, stats)
+        judged = replay(judge, names, stats, clock)
     except inputs.InputError as exc:
         print(f"agent-guard replay: {exc}", file=sys.stderr)
         return verdicts.EXIT_BAD_INPUT

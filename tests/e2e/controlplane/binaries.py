@@ -1,4 +1,5 @@
-"""kube-apiserver and etcd, built from the Go module proxy once and cached (``tests.gotools``).
+"""kube-apiserver and etcd (and kubectl, for the MCP scenarios), built from the Go module proxy once
+and cached (``tests.gotools``).
 
 Each binary is built from its own tiny Go module kept next to this file (so the two dependency graphs
 never mix) and cached as ``${XDG_CACHE_HOME:-~/.cache}/kube-agent-guard/<version>/<name>``; locking,
@@ -36,6 +37,10 @@ class Component:
         if self.name == "kube-apiserver":
             # Without it the binary reports v0.0.0-master and clients warn about version skew.
             flags += f" -X k8s.io/component-base/version.gitVersion={self.version}"
+        if self.name == "kubectl":
+            # kubectl reports (``kubectl version``, its User-Agent) client-go's version, not component-base's.
+            flags += f" -X k8s.io/client-go/pkg/version.gitVersion={self.version}"
+            flags += f" -X k8s.io/component-base/version.gitVersion={self.version}"
         return flags
 
     def tool(self) -> gotools.Tool:
@@ -63,6 +68,14 @@ ETCD = Component(
     requirement="go.etcd.io/etcd/server/v3",
 )
 COMPONENTS = (ETCD, KUBE_APISERVER)
+# Not in COMPONENTS: only the MCP scenarios need it (mcp-server-kubernetes runs kubectl), so they build it.
+# Same module as kube-apiserver: the same pinned release and staging replaces, one dependency graph.
+KUBECTL = Component(
+    name="kubectl",
+    module_dir=HERE / "kube-apiserver",
+    package="k8s.io/kubernetes/cmd/kubectl",
+    requirement="k8s.io/kubernetes",
+)
 
 
 def cache_root() -> Path:

@@ -256,7 +256,14 @@ class ApiServer:
     audit_log: Path
 
 
-def start_apiserver(binary: Path, workdir: Path, etcd: Etcd, authorization_config: Path) -> ApiServer:
+def admission_flags(admission_config: Path | None) -> list[str]:
+    """Plugin configuration (e.g. the client certificate the apiserver presents to webhooks)."""
+    return [f"--admission-control-config-file={admission_config}"] if admission_config is not None else []
+
+
+def start_apiserver(
+    binary: Path, workdir: Path, etcd: Etcd, authorization_config: Path, admission_config: Path | None = None
+) -> ApiServer:
     pki = make_pki(workdir / "pki")
     audit_policy = workdir / "audit-policy.yaml"
     audit_policy.write_text(AUDIT_POLICY)
@@ -282,6 +289,7 @@ def start_apiserver(binary: Path, workdir: Path, etcd: Etcd, authorization_confi
             f"--token-auth-file={pki.tokens}",
             *authorization_flags(authorization_config),
             f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
+            *admission_flags(admission_config),
             f"--audit-policy-file={audit_policy}",
             f"--audit-log-path={audit_log}",
             "--audit-log-mode=blocking",
@@ -318,13 +326,17 @@ class ControlPlane:
 
 @contextlib.contextmanager
 def running(
-    workdir: Path, etcd_binary: Path, apiserver_binary: Path, authorization_config: Path
+    workdir: Path,
+    etcd_binary: Path,
+    apiserver_binary: Path,
+    authorization_config: Path,
+    admission_config: Path | None = None,
 ) -> Iterator[ControlPlane]:
     """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         etcd = start_etcd(etcd_binary, workdir)
         stack.callback(etcd.process.stop)
-        apiserver = start_apiserver(apiserver_binary, workdir, etcd, authorization_config)
+        apiserver = start_apiserver(apiserver_binary, workdir, etcd, authorization_config, admission_config)
         stack.callback(apiserver.process.stop)
         yield ControlPlane(workdir, etcd, apiserver)
