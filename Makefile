@@ -14,7 +14,7 @@ OVERLAY ?= enforce
 NAMESPACE := agent-guard-system
 DEPLOY_CERTS := manifests/components/tls-secret/certs
 
-.PHONY: install run test unit e2e e2e-mcp demo lint certs bench clean manifests deploy-certs deploy image e2e-kind
+.PHONY: install run test unit integration e2e e2e-mcp demo lint certs bench clean manifests deploy-certs deploy image e2e-kind help
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -36,8 +36,11 @@ lint: $(STAMP) ## ruff + mypy --strict
 	$(BIN)/ruff format --check webhook tests bench
 	$(BIN)/mypy
 
-unit: $(STAMP) ## everything but the end-to-end suite
-	$(BIN)/pytest -m 'not e2e' $(ARGS)
+unit: $(STAMP) ## the fast loop: unit + API tests (guards, policy, tools, both review contracts), seconds
+	$(BIN)/pytest tests/unit tests/api $(ARGS)
+
+integration: $(STAMP) ## real `agent-guard serve` over TLS (reload, shutdown, workers) + rendered manifests (kustomize needs Go)
+	$(BIN)/pytest tests/tls tests/manifests $(ARGS)
 
 e2e: $(STAMP) ## only the end-to-end suite (real kube-apiserver + etcd, built on first use)
 	$(BIN)/pytest -m e2e $(ARGS)
@@ -51,12 +54,13 @@ bench: $(STAMP) ## webhook vs a no-op floor in the same run, engine micro-bench,
 demo: $(STAMP) ## real kube-apiserver + etcd + the guard; prints kubeconfigs and commands to try (Ctrl-C stops)
 	$(BIN)/python -m tests.e2e.demo $(ARGS)
 
-test: lint ## lint, then the whole suite including end to end
+test: lint ## lint, then the whole suite: unit, API, integration and end to end (first run builds Kubernetes)
 	$(BIN)/pytest $(ARGS)
 
-manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/} from rules/ (commit the result)
+manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/} and manifests/authz/ from rules/ (commit the result)
 	$(BIN)/agent-guard manifests webhook --rules rules --without-ca-bundle --out manifests/base/webhook.yaml
 	$(BIN)/agent-guard manifests policy --rules rules --out manifests/base/policy
+	$(BIN)/agent-guard manifests authz --rules rules --ca-file /etc/kubernetes/agent-guard/ca.crt --out manifests/authz
 
 deploy-certs: $(STAMP) ## CA + serving certificate for the in-cluster Service, where the tls-secret component reads them
 	$(BIN)/agent-guard certs --out $(DEPLOY_CERTS) --service agent-guard --namespace $(NAMESPACE) $(ARGS) >/dev/null
@@ -71,5 +75,8 @@ image: ## build the container image $(IMAGE) (needs a Docker engine)
 e2e-kind: $(STAMP) ## the end-to-end suite against a kind cluster (needs Docker and kind; KEEP=1 keeps the cluster)
 	KUBECTL=$(KUBECTL) DOCKER=$(DOCKER) KIND=$(KIND) tests/e2e/kind.sh $(ARGS)
 
-clean:
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+clean: ## remove .venv and tool caches in the tree (not the Go-built binaries in ~/.cache/kube-agent-guard)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from webhook import attributes, guards
 from webhook.guards import base
@@ -64,7 +61,6 @@ def only_probe_rules(directory: Path) -> Path:
     return directory
 
 
-def install(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``probe`` a registered family for the rest of the test (policy loading included)."""
-    real: tuple[base.Family[Any], ...] = guards.families()
-    monkeypatch.setattr(guards, "families", lambda: (*real, FAMILY))
+def registry() -> guards.Registry:
+    """The shipped families plus ``probe``: pass it to ``policy.load`` or ``cli.main``."""
+    return guards.discover().with_families(FAMILY)

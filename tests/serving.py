@@ -55,7 +55,7 @@ class Guard:
         return self.process.returncode
 
 
-def wait_ready(guard: Guard, timeout: float = 30) -> None:
+def wait_ready(guard: Guard, timeout: float = 30, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if guard.process.poll() is not None:
@@ -64,13 +64,13 @@ def wait_ready(guard: Guard, timeout: float = 30) -> None:
             time.sleep(0.1)
             continue
         try:
-            with urllib.request.urlopen(f"{guard.url}/readyz", context=guard.context(), timeout=2) as answer:
+            with urllib.request.urlopen(f"{guard.url}{path}", context=guard.context(), timeout=2) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, ssl.SSLError, TimeoutError):
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"agent-guard serve not ready after {timeout}s:\n{guard.output()}")
+    raise RuntimeError(f"agent-guard serve: no 200 from {path} after {timeout}s:\n{guard.output()}")
 
 
 @contextlib.contextmanager
@@ -82,9 +82,13 @@ def running(
     port: int | None = None,
     env: dict[str, str] | None = None,
     log: Path | None = None,
+    ready: bool = True,
     stdout: int | IO[bytes] | None = None,
 ) -> Iterator[Guard]:
     """Start ``agent-guard serve`` on 127.0.0.1 and an ephemeral port; stop it on exit.
+
+    Returns once ``/readyz`` answers 200, or with ``ready=False`` once ``/healthz`` does (a guard whose
+    RBAC view cannot sync serves, fail-closed for agents, but never turns ready).
 
     The output goes to ``log`` (default ``<workdir>/agent-guard-<port>.log``, overwritten): a caller
     that restarts a guard on the same port names each run's log. ``stdout`` sends the decision
@@ -117,7 +121,7 @@ def running(
         )
     guard = Guard(process, port, cert_dir, log)
     try:
-        wait_ready(guard)
+        wait_ready(guard, path="/readyz" if ready else "/healthz")
         yield guard
     finally:
         guard.stop()

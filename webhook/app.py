@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 import fastapi
 import orjson
 
-from webhook import attributes, clientauth, decisionlog, engine, metrics, review
+from webhook import attributes, clientauth, decisionlog, engine, metrics, rbaccache, review
 
 log = logging.getLogger("agent-guard.app")
 
@@ -98,10 +98,13 @@ class State:
         self.ready = True
         self.metrics = meters if meters is not None else metrics.Metrics()
         self.metrics.watch_state(lambda: self.engine)  # budgets and approvals, read at scrape time
+        self.metrics.track(endpoint.name for endpoint in ENDPOINTS.values())
         self.policy_error: str | None = None
         self.decisions: decisionlog.Writer | None = None
         self.budget = Budget()
         self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
+        # The RBAC view the engine judges with (None: no source); ``/readyz`` reports its sync.
+        self.rbac: rbaccache.RbacCache | None = None
 
 
 Scope = MutableMapping[str, Any]
@@ -267,7 +270,7 @@ class GuardApp:
             verdict = endpoint.judge(judge, parsed)
         except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
             log.exception("engine failed on /%s %s", endpoint.name, endpoint.who(parsed))
-            verdict = review.fail_closed_verdict(f"the guard failed ({type(exc).__name__})")
+            verdict = engine.fail_closed(f"the guard failed ({type(exc).__name__})")
         state.metrics.review(endpoint.name, verdict, judge.policy.mode)
         self.on_decision(endpoint.entry(parsed, verdict, judge.policy.mode))
         return 200, orjson.dumps(endpoint.respond(parsed, verdict))
@@ -311,6 +314,11 @@ def create_app(state: State, on_decision: Callable[[dict[str, Any]], None]) -> G
             # Still ready: decisions are made and enforced; only their log lines are being lost
             # (counted in agent_guard_decision_log_dropped_lines_total).
             answer["decisionLogError"] = state.decisions.error
+        if state.rbac is not None:
+            answer["rbac"] = state.rbac.status()
+            if not state.rbac.synced:  # not ready before the first RBAC read: agents would be refused
+                answer["status"] = "waiting for the first read of the cluster's RBAC objects"
+                return _json(answer, 503)
         return _json(answer)
 
     @app.get("/metrics")

@@ -31,15 +31,14 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes, exemptions
-from webhook.guards import base
+from webhook import attributes, exemptions, schema
 
 GROUP, VERSION, KIND, PLURAL = "agent-guard.io", "v1alpha1", "Approval", "approvals"
 API_VERSION = f"{GROUP}/{VERSION}"
 DEFAULT_TTL = "10m"
 
 
-class Rule(base.PolicyModel):
+class Rule(schema.PolicyModel):
     """One ``approvals:`` entry: which findings a human may approve."""
 
     guard: str = pydantic.Field(min_length=1)

@@ -232,6 +232,21 @@ def problems(
     return found
 
 
+def check_ca_bundle(text: str) -> str:
+    """``text`` if it is a usable ``caBundle`` (base64 of PEM certificates), else CertError saying why."""
+    try:
+        pem = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise CertError(
+            "the caBundle is not base64 (base64 of the PEM CA certificate, e.g. base64 -w0 ca.crt)"
+        ) from None
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise CertError("the caBundle does not decode to a PEM certificate (base64 -w0 ca.crt)") from None
+    return text
+
+
 def ca_bundle(directory: Path) -> str:
     """Base64 of ``ca.crt``: the ``caBundle`` of a webhook configuration."""
     return base64.b64encode(Paths(directory).ca.read_bytes()).decode("ascii")

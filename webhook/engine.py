@@ -4,7 +4,7 @@ The engine is built once per policy (identity matcher compiled, modes resolved, 
 dropped) so that a review is a few dictionary lookups plus the guards themselves. It owns the
 cross-cutting rules so guards cannot get them wrong: the ``[guard-id]`` prefix, dry-run versus
 enforce, failing closed when a guard crashes on an agent's request or meets an object it cannot read
-(``webhook.guards.safe``: wrong JSON types, oversized lists), and the policy's exemptions
+(``webhook.safe``: wrong JSON types, oversized lists), and the policy's exemptions
 (a guard's findings on an exempted request are dropped from the decision but kept in
 ``Verdict.exempted``, so audits still see what was let through and why). Time enters only through
 the injected ``today`` clock, so expiry is testable and evaluation stays a pure function of its inputs.
@@ -25,10 +25,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from webhook import approvals, attributes, budget, exemptions, guards, identity, policy
-from webhook.guards import base, safe
+from webhook import approvals, attributes, budget, exemptions, identity, policy, safe
+from webhook.guards import base
 
 log = logging.getLogger("agent-guard.engine")
 
@@ -98,6 +99,15 @@ def _short(message: str) -> str:
 
 NOT_AGENT = Verdict(agent=False)
 AGENT_CLEAN = Verdict(agent=True)
+INTERNAL_ERROR = "internal-error"  # the pseudo guard id of a verdict the engine could not reach
+
+
+def fail_closed(reason: str) -> Verdict:
+    """The verdict when judging itself failed: deny, whatever the mode (only agents reach the guard)."""
+    message = (
+        f"[{INTERNAL_ERROR}] {reason}; agent requests fail closed, ask an operator to read the guard's log"
+    )
+    return Verdict(agent=True, findings=(Finding(INTERNAL_ERROR, message, "enforce", error=True),))
 
 
 def utc_today() -> datetime.date:
@@ -134,12 +144,14 @@ class Engine:
         ledger: budget.Ledger | None = None,
         clock: Callable[[], float] = time.time,
         approved: approvals.Store | None = None,
+        rbac: base.RbacView | None = None,
     ) -> None:
         self.policy = compiled
         self.today = today
         self.clock = clock
         self.ledger = ledger if ledger is not None else budget.Ledger()
         self.approvals = approved if approved is not None else approvals.Store()
+        self.rbac = rbac  # None: no RBAC source, the guards judge by names (see guards.base.Context)
         self.exemptions = exemptions.Index(compiled.exemptions)
         self.is_agent = identity.Matcher(compiled.agents)
         self.context = base.Context(
@@ -149,8 +161,9 @@ class Engine:
             detect_pod_templates=compiled.pod_templates.detect,
             ledger=self.ledger,
             clock=clock,
+            rbac=rbac,
         )
-        families = guards.by_id()
+        families = compiled.families.by_id
         active = []
         for guard_id, settings in compiled.guards.items():
             mode = compiled.mode_of(guard_id)
@@ -162,7 +175,14 @@ class Engine:
 
     def successor(self, compiled: policy.Policy) -> Engine:
         """An engine for a reloaded policy that keeps this one's clocks and runtime state."""
-        return Engine(compiled, self.today, ledger=self.ledger, clock=self.clock, approved=self.approvals)
+        return Engine(
+            compiled,
+            self.today,
+            ledger=self.ledger,
+            clock=self.clock,
+            approved=self.approvals,
+            rbac=self.rbac,
+        )
 
     def exemption_status(self) -> list[tuple[str, str]]:
         """``(level, line)`` per exemption: active, expired or naming a non-agent (for logs and CLI)."""
@@ -293,3 +313,23 @@ class Engine:
         return Verdict(
             agent=True, findings=tuple(kept), exempted=tuple(exempted), expired=tuple(expired.values())
         )
+
+
+def compile_policy(
+    rules: Path,
+    mode: policy.GlobalMode | None,
+    previous: Engine | None = None,
+    rbac: base.RbacView | None = None,
+) -> Engine:
+    """Load and compile the policy, logging each exemption's status; PolicyError if it is unusable.
+
+    The one way a serving guard gets an engine, at start-up and on every reload, so a reloaded
+    policy reports lapsed exemptions exactly as a restart would. The runtime state of ``previous``
+    (destructive-budget ledger, watched Approvals, the RBAC view) carries over: a reload never
+    refills a budget. ``rbac`` is the RBAC view of a first engine (``serve --rbac-source``).
+    """
+    loaded = policy.load(rules, mode)
+    judge = Engine(loaded, rbac=rbac) if previous is None else previous.successor(loaded)
+    for level, line in judge.exemption_status():
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "exemption %s", line)
+    return judge

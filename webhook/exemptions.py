@@ -19,13 +19,12 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base
+from webhook import attributes, schema
 
 NAMESPACES = "namespaces"
 
 
-class Spec(base.PolicyModel):
+class Spec(schema.PolicyModel):
     """One ``exemptions:`` entry as written in the policy YAML."""
 
     guard: str = pydantic.Field(min_length=1)

@@ -105,7 +105,7 @@ _TABLE: list[Kind] = [
         ("SelfSubjectRulesReview", "selfsubjectrulesreviews"),
     ),
     *_k("authorization.k8s.io", True, ("LocalSubjectAccessReview", "localsubjectaccessreviews")),
-    # Well-known custom kinds that carry pod specs (``webhook.guards.podspec.TEMPLATE_PATHS``).
+    # Well-known custom kinds that carry pod specs (``webhook.podspec.TEMPLATE_PATHS``).
     *_k(
         "argoproj.io",
         True,

@@ -16,7 +16,7 @@ the guard's view and the apiserver's view of the same request side by side, buck
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import prometheus_client
@@ -30,9 +30,6 @@ LATENCY_BUCKETS = tuple(
     sorted({0.001, 0.0025, *APISERVER_ADMISSION_BUCKETS, *APISERVER_AUTHORIZATION_BUCKETS})
 )
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
-
-# The endpoints whose requests are reviews (path -> label); anything else is not timed.
-REVIEW_PATHS = {"/validate": "validate", "/authorize": "authorize"}
 
 
 class Metrics:
@@ -114,8 +111,15 @@ class Metrics:
             self.certificate_reloads.labels(result)
         for reason in ("queue-full", "write-error"):
             self.decision_lines_dropped_total.labels(reason)
-        self._durations = {name: self.duration.labels(name) for name in REVIEW_PATHS.values()}
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def track(self, endpoints: Iterable[str]) -> None:
+        """Export the latency histogram of each review endpoint from the start, at zero.
+
+        The endpoint names come from the app's one table (``app.ENDPOINTS``), not from a copy here.
+        """
+        for endpoint in endpoints:
+            self._child(self.duration, endpoint)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -128,7 +132,7 @@ class Metrics:
         """Count one answered review and the guards that objected to it.
 
         A crash of the engine itself arrives here as a fail-closed verdict whose finding is an error
-        (``review.fail_closed_verdict``), so it is counted like any other internal error.
+        (``engine.fail_closed``), so it is counted like any other internal error.
         """
         mode = decisionlog.effective_mode(verdict, global_mode)
         self._child(self.reviews, endpoint, verdict.decision, mode).inc()
@@ -139,7 +143,7 @@ class Metrics:
                 self._child(self.errors, endpoint).inc()
 
     def response(self, endpoint: str, status: int, seconds: float) -> None:
-        self._durations[endpoint].observe(seconds)
+        self._child(self.duration, endpoint).observe(seconds)
         self._child(self.responses, endpoint, str(status)).inc()
 
     def policy_reload(self, ok: bool) -> None:

@@ -17,8 +17,8 @@ import pydantic
 import yaml
 from pydantic import alias_generators
 
-from webhook import approvals, attributes, exemptions, guards
-from webhook.guards import base, podspec
+from webhook import approvals, attributes, exemptions, guards, podspec, schema
+from webhook.guards import Registry, base
 
 GlobalMode = Literal["enforce", "dry-run"]
 API_VERSION = "agent-guard.io/v1alpha1"
@@ -61,14 +61,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_yaml_timestamp)
 
 
-class ExtraMatch(base.PolicyModel):
+class ExtraMatch(schema.PolicyModel):
     """Match callers whose ``userInfo.extra[key]`` contains ``value`` (e.g. a credential id)."""
 
     key: str = pydantic.Field(min_length=1)
     value: str = pydantic.Field(min_length=1)
 
 
-class AgentSelector(base.PolicyModel):
+class AgentSelector(schema.PolicyModel):
     """Who is an agent. Any one match is enough."""
 
     service_accounts: tuple[str, ...] = ()  # "namespace/name", "*" wildcards allowed in both parts
@@ -92,7 +92,7 @@ class AgentSelector(base.PolicyModel):
         )
 
 
-class PodTemplateKind(base.PolicyModel):
+class PodTemplateKind(schema.PolicyModel):
     """A custom kind whose objects carry pod specs a controller will run, and where they sit."""
 
     group: str  # "" for the core group
@@ -107,7 +107,7 @@ class PodTemplateKind(base.PolicyModel):
         return value
 
 
-class PodTemplates(base.PolicyModel):
+class PodTemplates(schema.PolicyModel):
     """Pod specs in kinds the built-in table (``podspec.TEMPLATE_PATHS``) does not know.
 
     ``kinds`` adds paths per kind (judged by every pod-spec guard and routed by the rendered webhook
@@ -125,7 +125,7 @@ class PodTemplates(base.PolicyModel):
         return found
 
 
-class _Document(base.PolicyModel):
+class _Document(schema.PolicyModel):
     """One policy file. Sections may be split across files; each may appear in one file only."""
 
     api_version: Literal["agent-guard.io/v1alpha1"]
@@ -138,6 +138,10 @@ class _Document(base.PolicyModel):
     # Named apart from the ``exemptions`` module, which pydantic must resolve in this class body.
     exemption_specs: tuple[exemptions.Spec, ...] = pydantic.Field(default=(), alias="exemptions")
     approval_rules: tuple[approvals.Rule, ...] = pydantic.Field(default=(), alias="approvals")
+
+
+def _shipped() -> Registry:
+    return guards.discover()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +157,10 @@ class Policy:
     exemptions: tuple[exemptions.Exemption, ...] = ()  # from every file, in file order
     pod_templates: PodTemplates = dataclasses.field(default_factory=PodTemplates)
     approvals: tuple[approvals.Rule, ...] = ()  # which findings a human may approve (from every file)
+    # The families the policy was validated against; the engine and the manifests use these.
+    families: Registry = dataclasses.field(default_factory=_shipped, repr=False)
 
-    def mode_of(self, guard_id: str) -> base.Mode:
+    def mode_of(self, guard_id: str) -> schema.Mode:
         """The effective mode of a guard: its own, else the global one; a forced mode wins (except off)."""
         own = self.guards[guard_id].mode
         if own == "off":
@@ -237,8 +243,13 @@ def _known_guards(
     return found
 
 
-def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
-    """Load a policy file or a directory of them; raise PolicyError naming file, field and problem."""
+def load(path: Path | str, mode: GlobalMode | None = None, families: Registry | None = None) -> Policy:
+    """Load a policy file or a directory of them; raise PolicyError naming file, field and problem.
+
+    ``families`` are the guard families the policy may configure (default: the shipped ones,
+    ``guards.discover()``); every one of them gets its settings, defaulted when the policy is silent.
+    """
+    registry = families if families is not None else guards.discover()
     problems: list[str] = []
     parsed: list[tuple[str, _Document]] = []
     for source, raw in _read_documents(Path(path)):
@@ -257,7 +268,7 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
     raw_guards: dict[str, tuple[str, dict[str, Any]]] = {}
     granted: list[exemptions.Exemption] = []
     approvable: list[approvals.Rule] = []
-    known = guards.by_id()
+    known = registry.by_id
     for source, document in parsed:
         for section in ("mode", "guard_namespace", "agents", "pod_templates"):
             value = getattr(document, section)
@@ -309,5 +320,6 @@ def load(path: Path | str, mode: GlobalMode | None = None) -> Policy:
         exemptions=tuple(granted),
         pod_templates=merged.get("pod_templates", PodTemplates()),
         approvals=tuple(approvable),
+        families=registry,
     )
     return loaded.with_mode(mode) if mode else loaded

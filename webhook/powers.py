@@ -22,8 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from webhook import rbac
-from webhook.guards import podspec
+from webhook import podspec, rbac
 
 Stage = Literal["admission", "authorizer"]
 ADMISSION: Stage = "admission"
@@ -181,6 +180,15 @@ class Held:
     grant: rbac.Grant
 
 
+def _as_granted(ask: rbac.Ask, rule: rbac.Rule, named: bool) -> rbac.Ask:
+    """``ask`` as ``rule`` would grant it: with ``named``, for the first of the rule's resourceNames
+    (a create or deletecollection of the resource itself carries no name: RBAC never grants it by name)."""
+    nameless = ask.verb in ("create", "deletecollection") and not ask.sub_resource
+    if named and rule.resource_names and ask.is_resource and not nameless:
+        return dataclasses.replace(ask, name=rule.resource_names[0])
+    return ask
+
+
 def held(
     grants: Iterable[rbac.Grant], powers: Sequence[Power] = POWERS, *, named: bool = False
 ) -> Iterator[Held]:
@@ -188,31 +196,27 @@ def held(
 
     Namespace scope does not matter here: a power held in one namespace is still the power. With
     ``named``, a rule restricted by ``resourceNames`` counts too (reading *one* Secret is still
-    reading Secrets; the ask then carries the first name): what an audit reports. A create (or
-    deletecollection) of the resource itself carries no name, so RBAC never grants it by name.
-    Without ``named``, only grants that cover any object of the kind count.
+    reading Secrets; the ask then carries the first name): what an audit reports, and what the guard
+    refuses to hand out. Without ``named``, only grants that cover any object of the kind count.
     """
     for grant in grants:
-        names = grant.rule.resource_names if named else ()
         for power in powers:
             for ask in power.asks:
-                nameless = ask.verb in ("create", "deletecollection") and not ask.sub_resource
-                if names and ask.is_resource and not nameless:
-                    ask = dataclasses.replace(ask, name=names[0])  # noqa: PLW2901 - the ask as granted
-                if grant.rule.allows(ask):
-                    yield Held(power, ask, grant)
+                granted = _as_granted(ask, grant.rule, named)
+                if grant.rule.allows(granted):
+                    yield Held(power, granted, grant)
                     break
 
 
 def powers_of_rules(
-    rules: Iterable[rbac.Rule], powers: Sequence[Power] = POWERS
+    rules: Iterable[rbac.Rule], powers: Sequence[Power] = POWERS, *, named: bool = False
 ) -> list[tuple[Power, rbac.Rule]]:
-    """Which powers a list of rules grants (the first rule that grants each)."""
+    """Which powers a list of rules grants (the first rule that grants each); ``named`` as in ``held``."""
     found: list[tuple[Power, rbac.Rule]] = []
     rules = tuple(rules)
     for power in powers:
         for rule in rules:
-            if any(rule.allows(ask) for ask in power.asks):
+            if any(rule.allows(_as_granted(ask, rule, named)) for ask in power.asks):
                 found.append((power, rule))
                 break
     return found

@@ -350,6 +350,9 @@ class Snapshot:
         for role in roles:
             self.roles[(role.kind, role.namespace, role.name)] = role
         self.bindings: tuple[Binding, ...] = tuple(bindings)
+        self._cluster_roles = sorted(
+            (key, role) for key, role in self.roles.items() if role.kind == CLUSTER_ROLE
+        )  # sorted once: every aggregated ClusterRole scans them (deterministic rule order)
         self._effective: dict[tuple[str, str, str], tuple[Rule, ...]] = {}
         for key in self.roles:
             self._effective[key] = self._resolve(key, set())
@@ -380,14 +383,31 @@ class Snapshot:
             return role.rules
         seen = seen | {key}
         collected = list(role.rules)  # what the controller already filled in, if it ran
-        for other_key, other in sorted(self.roles.items()):
-            if other.kind != CLUSTER_ROLE or other_key == key:
+        known = set(collected)
+        for other_key, other in self._cluster_roles:
+            if other_key == key:
                 continue
             if any(selector.matches(other.labels) for selector in role.aggregation):
                 for rule in self._resolve(other_key, seen):
-                    if rule not in collected:
+                    if rule not in known:
+                        known.add(rule)
                         collected.append(rule)
         return tuple(collected)
+
+    def with_role(self, role: Role) -> Snapshot:
+        """A new Snapshot where ``role`` replaces (or joins) the role of its kind, namespace and name:
+        what RBAC would grant if a write of it were admitted (aggregation recomputed)."""
+        roles = dict(self.roles)
+        roles[(role.kind, role.namespace, role.name)] = role
+        return Snapshot(roles.values(), self.bindings)
+
+    def effective_changes(self, other: Snapshot) -> list[tuple[tuple[str, str, str], tuple[Rule, ...]]]:
+        """Roles whose effective rules differ in ``other``: ``((kind, namespace, name), rules in other)``."""
+        return [
+            (key, rules)
+            for key, rules in sorted(other._effective.items())
+            if self._effective.get(key) != rules
+        ]
 
     def role(self, kind: str, name: str, namespace: str = "") -> Role | None:
         return self.roles.get((kind, namespace if kind == ROLE else "", name))

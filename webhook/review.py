@@ -138,14 +138,43 @@ def parse_admission(body: bytes) -> attributes.AdmissionRequest:
     )
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
+ELLIPSIS = "…"
+# Where the "why" starts in a guard message ("<what>, which <why>; <advice>", "<what> is not allowed
+# for agents: <why>; <advice>"): a warning that must be short keeps the what and the advice.
+WHY_STARTS = (", which ", " is not allowed for agents", " are not allowed for agents", " because ")
+MIN_WHAT = 24  # characters of the "what" kept even when the advice is long
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, cut at a word boundary and marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 0)]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + ELLIPSIS
 
 
 def warning_text(finding: engine.Finding) -> str:
-    """A dry-run finding as a client warning: ``[guard] would deny: ...``, under the size budget."""
-    prefix = f"[{finding.guard}] "
-    return _short(f"{prefix}would deny: {finding.message.removeprefix(prefix)}")
+    """A dry-run finding as a client warning: ``[guard] would deny: <what>; <advice>``.
+
+    kubectl shows warnings to the agent and its operator, and Kubernetes asks webhooks to keep each
+    under 120 characters. Guard messages run ``<what>[, which <why>]; <advice>`` and are longer, so
+    a long one keeps what would be denied and what to do instead, and drops the why first (the
+    decision log has the whole message). Words are never cut in half.
+    """
+    prefix = f"[{finding.guard}] would deny: "
+    body = finding.message.removeprefix(f"[{finding.guard}] ")
+    budget = MAX_WARNING - len(prefix)
+    if len(body) <= budget or "; " not in body:
+        return prefix + _clip(body, budget)
+    head, advice = body.rsplit("; ", 1)
+    if advice.startswith("agents may") and ": " in advice:  # "agents may not X: <advice>"
+        advice = advice.split(": ", 1)[1]
+    what = min((head.split(marker, 1)[0] for marker in WHY_STARTS), key=len)
+    budget -= len("; ")
+    advice = _clip(advice, max(budget - min(len(what), MIN_WHAT), MIN_WHAT))
+    return f"{prefix}{_clip(what, budget - len(advice))}; {advice}"
 
 
 def admission_response(uid: str, verdict: engine.Verdict) -> dict[str, Any]:
@@ -281,13 +310,3 @@ def access_response(api_version: str, verdict: engine.Verdict) -> dict[str, Any]
             f"guard {', '.join(dict.fromkeys(failed))} failed on this request; see the guard's log"
         )
     return {"apiVersion": api_version, "kind": "SubjectAccessReview", "status": status}
-
-
-def fail_closed_verdict(reason: str) -> engine.Verdict:
-    """The verdict when the engine itself failed: deny, whatever the mode (only agents reach us)."""
-    message = (
-        f"[internal-error] {reason}; agent requests fail closed, ask an operator to read the guard's log"
-    )
-    return engine.Verdict(
-        agent=True, findings=(engine.Finding("internal-error", message, "enforce", error=True),)
-    )

@@ -39,6 +39,7 @@ from webhook import (
     metrics,
     policy,
     protocol,
+    rbaccache,
     reload,
     tls,
 )
@@ -85,6 +86,7 @@ class Settings:
     client_names: tuple[str, ...] = ()  # ... and (if any) one of these common names
     approvals: bool = False  # watch Approval objects (human approvals) in the guard's namespace
     kubeconfig: str | None = None  # for the approvals watch; None: the pod's ServiceAccount
+    rbac_source: rbaccache.Source = rbaccache.NO_SOURCE  # none: guards judge RBAC by names only
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -112,9 +114,9 @@ def prepare_certs(cert_dir: Path) -> certs.Paths:
     return paths
 
 
-def load_engine(settings: Settings) -> engine.Engine:
+def load_engine(settings: Settings, rbac: rbaccache.RbacCache | None = None) -> engine.Engine:
     try:
-        return reload.compile_policy(settings.rules, settings.mode)
+        return engine.compile_policy(settings.rules, settings.mode, rbac=rbac)
     except policy.PolicyError as exc:
         raise ServeError(f"invalid policy:\n{exc}") from exc
 
@@ -193,6 +195,8 @@ class Server(uvicorn.Server):
         task = asyncio.create_task(self.reloader.run()) if self.settings.reload_interval > 0 else None
         if self.watcher is not None:
             self.watcher.start()
+        if self.state.rbac is not None:
+            self.state.rbac.start()  # here, not in build(): each forked worker needs its own threads
         try:
             await super().serve(sockets)
         finally:
@@ -202,6 +206,8 @@ class Server(uvicorn.Server):
                 log.warning("stopping with decision lines unwritten: stdout does not take them")
             if self.watcher is not None:
                 self.watcher.stop()
+            if self.state.rbac is not None:
+                self.state.rbac.stop()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a Python signal handler: set flags only; on_tick does the rest (and the logging).
@@ -231,9 +237,23 @@ class Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def rbac_cache(source: rbaccache.Source) -> rbaccache.RbacCache | None:
+    """The RBAC cache for ``source`` (None for ``none``); its client is configured now, so a bad
+    kubeconfig or a missing in-cluster token stops the start-up with a clear message."""
+    if source.kind == rbaccache.NONE:
+        return None
+    try:
+        client = source.api_client()
+    except rbaccache.SourceError as exc:
+        raise ServeError(f"--rbac-source {exc}") from exc
+    return rbaccache.RbacCache(source, lambda: client)
+
+
 def build(settings: Settings) -> Server:
     """Everything that can fail at start-up fails here, before a port is bound."""
-    state = app.State(load_engine(settings), max_body=settings.max_body, meters=metrics.Metrics())
+    cache = rbac_cache(settings.rbac_source)
+    state = app.State(load_engine(settings, cache), max_body=settings.max_body, meters=metrics.Metrics())
+    state.rbac = cache
     state.metrics.policy_loaded.set_to_current_time()
     paths = prepare_certs(settings.cert_dir)
     require_client: Callable[[ssl.SSLContext], None] | None = None
@@ -262,9 +282,10 @@ def build(settings: Settings) -> Server:
     asgi = app.create_app(state, on_decision=state.decisions)
     config = uvicorn_config(asgi, settings, switch.listening)
     log.info(
-        "policy %s (mode %s); serving https://%s:%d",
+        "policy %s (mode %s); RBAC source %s; serving https://%s:%d",
         ", ".join(state.engine.policy.sources),
         state.engine.policy.mode,
+        settings.rbac_source,
         settings.host,
         settings.port,
     )

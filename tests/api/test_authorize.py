@@ -45,9 +45,9 @@ WIDGETS = base.Family(id=TEST_GUARD, summary="test only", settings=_WidgetSettin
 CRASHING = base.Family(id="crashing-access", summary="test only", settings=_WidgetSettings, access=_crash)
 
 
-def _register(monkeypatch: pytest.MonkeyPatch, *extra: base.Family[Any]) -> None:
-    real = guards.families()
-    monkeypatch.setitem(guards.by_id.__globals__, "families", lambda: (*real, *extra))
+def _with(*extra: base.Family[Any]) -> policy.Policy:
+    """The shipped policy, loaded with test-only families registered next to the shipped ones."""
+    return policy.load(reviews.RULES, families=guards.discover().with_families(*extra))
 
 
 @pytest.fixture
@@ -56,9 +56,8 @@ def decisions() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def widget_policy(monkeypatch: pytest.MonkeyPatch) -> policy.Policy:
-    _register(monkeypatch, WIDGETS)
-    return policy.load(reviews.RULES)
+def widget_policy() -> policy.Policy:
+    return _with(WIDGETS)
 
 
 def _client(
@@ -239,12 +238,9 @@ def test_off_guard_is_no_opinion(widget_policy: policy.Policy, decisions: list[d
     assert decisions[0]["decision"] == "allow" and decisions[0]["guards"] == []
 
 
-def test_two_findings_are_one_reason(
-    monkeypatch: pytest.MonkeyPatch, decisions: list[dict[str, Any]]
-) -> None:
+def test_two_findings_are_one_reason(decisions: list[dict[str, Any]]) -> None:
     twin = dataclasses.replace(WIDGETS, id="widget-read-twin")
-    _register(monkeypatch, WIDGETS, twin)
-    with _client(policy.load(reviews.RULES), decisions) as client:
+    with _client(_with(WIDGETS, twin), decisions) as client:
         status = _status(client, sar("get"))
     assert status["reason"] == (
         "[widget-read] reading widgets is not allowed for agents; "
@@ -255,10 +251,9 @@ def test_two_findings_are_one_reason(
 
 @pytest.mark.parametrize(("mode", "denied"), [("enforce", True), ("dry-run", False)])
 def test_crashing_guard_fails_closed_and_names_the_error(
-    monkeypatch: pytest.MonkeyPatch, decisions: list[dict[str, Any]], mode: policy.GlobalMode, denied: bool
+    decisions: list[dict[str, Any]], mode: policy.GlobalMode, denied: bool
 ) -> None:
-    _register(monkeypatch, CRASHING)
-    with _client(policy.load(reviews.RULES, mode), decisions) as client:
+    with _client(_with(CRASHING).with_mode(mode), decisions) as client:
         status = _status(client, sar("list", "pods"))
         assert status["denied"] is denied
         assert (

@@ -154,9 +154,7 @@ def test_a_malformed_agent_object_is_never_allowed(
     shipped_engine: engine.Engine, case: tuple[dict[str, Any], str]
 ) -> None:
     data, label = case
-    judge = test_fixtures._engine_for(
-        shipped_engine.policy.with_mode("enforce"), data.get("settings"), data.get("podTemplates")
-    )
+    judge = test_fixtures._engine_for(shipped_engine.policy.with_mode("enforce"), data)
     with fastapi.testclient.TestClient(
         app.create_app(app.State(judge), on_decision=lambda _: None)
     ) as client:

@@ -231,3 +231,14 @@ def test_approvals_offered_and_used_are_exported(shipped_policy: policy.Policy) 
     assert value(samples, "agent_guard_approvals_used_total") == 1
     assert value(samples, "agent_guard_approvals_known") == 1
     assert value(samples, "agent_guard_approvals_watching") == 1
+
+
+def test_every_review_endpoint_is_timed_from_the_start(client: fastapi.testclient.TestClient) -> None:
+    """The endpoint names come from ``app.ENDPOINTS`` alone: a new endpoint is exported at zero."""
+    samples = scrape(client)
+    timed = {
+        dict(labels)["endpoint"]
+        for name, labels in samples
+        if name == "agent_guard_review_duration_seconds_count"
+    }
+    assert timed == {endpoint.name for endpoint in app.ENDPOINTS.values()} == {"validate", "authorize"}

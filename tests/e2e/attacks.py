@@ -33,14 +33,23 @@ ADMITTED = (200, 201)
 ADMISSION, AUTHORIZATION = "admission", "authorization"
 
 
+def _no_rbac_view(kind: str, resource_version: str) -> None:
+    """A scene without a guard to wait for."""
+
+
 @dataclass(frozen=True)
 class Scene:
-    """A fresh namespace (with its ``default`` ServiceAccount) and a suffix for cluster-scoped names."""
+    """A fresh namespace (with its ``default`` ServiceAccount) and a suffix for cluster-scoped names.
+
+    ``rbac_seen(kind, resourceVersion)`` returns once the guard's RBAC view has an RBAC write of the
+    admin's (``Stack.wait_for_rbac_view``): rows that arm an account wait for it before the agent acts.
+    """
 
     admin: kube.Client
     namespace: str
     suffix: str
     guard_namespace: str
+    rbac_seen: Callable[[str, str], None] = _no_rbac_view
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,10 @@ def _powerful_service_account(scene: Scene, name: str = "deployer") -> str:
             "POST", f"/api/v1/namespaces/{scene.namespace}/serviceaccounts", {"metadata": {"name": name}}
         )
     )
-    kube.bind_cluster_role(scene.admin, scene.namespace, name, "cluster-admin")
+    bound = kube.bind_cluster_role(scene.admin, scene.namespace, name, "cluster-admin")
+    version = bound.body.get("metadata", {}).get("resourceVersion")
+    if version:  # (an existing binding: 409, long seen)
+        scene.rbac_seen("ClusterRoleBinding", version)
     return name
 
 

@@ -140,6 +140,6 @@ def new_scene(e2e: stack.Stack) -> SceneFactory:
         suffix = secrets.token_hex(3)
         namespace = f"e2e-{label}"[:55].rstrip("-") + f"-{suffix}"
         kube.ensure_namespace(e2e.admin, namespace)
-        return attacks.Scene(e2e.admin, namespace, suffix, e2e.policy.guard_namespace)
+        return attacks.Scene(e2e.admin, namespace, suffix, e2e.policy.guard_namespace, e2e.wait_for_rbac_view)
 
     return make

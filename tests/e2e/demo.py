@@ -57,14 +57,17 @@ The agent is system:serviceaccount:{stack.AGENT_NAMESPACE}:{stack.AGENT_NAME}, b
   kubectl --kubeconfig {agent} delete namespace {VICTIM} --dry-run=server
   kubectl --kubeconfig {agent} -n {VICTIM} get secrets
   kubectl --kubeconfig {agent} delete validatingwebhookconfiguration {manifests.CONFIGURATION_NAME}
-  # ordinary work goes through
-  kubectl --kubeconfig {agent} -n {VICTIM} create configmap hello --from-literal=greeting=hi
-  # the admin is never sent to the guard
-  kubectl --kubeconfig {admin} delete namespace {VICTIM}
-
-  # the same without kubectl (the kubectl on some PATHs is a wrapper that may not honour --kubeconfig)
+  # the agent's delete without kubectl (the kubectl on some PATHs is a wrapper that may not honour
+  # --kubeconfig)
   curl --cacert {ca} -H "Authorization: Bearer $(cat {workdir / "agent.token"})" \\
        -X DELETE {server}/api/v1/namespaces/{VICTIM}
+  # ordinary work goes through
+  kubectl --kubeconfig {agent} -n {VICTIM} create configmap hello --from-literal=greeting=hi
+
+  # last, the admin, who is never sent to the guard (after this, {VICTIM} is terminating: the
+  # apiserver answers deletes itself and never asks the guard; with no controller-manager here it
+  # stays terminating, hence --wait=false)
+  kubectl --kubeconfig {admin} delete namespace {VICTIM} --wait=false
 
 MCP client configuration: kubernetes-mcp-server as the agent (paste into your MCP host's settings;
 add "--read-only" or "--disable-destructive" to "args" to compare its own flags with the guard):

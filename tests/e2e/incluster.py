@@ -23,7 +23,7 @@ and the authorizer's own scenarios skip (``conftest.require_authorizer``).
 Every wait ends on an observation of the apiserver's behaviour (the agent's server-side dry-run
 owner patch of ``e2e-probe``, several times in a row, so that both replicas have answered), not on
 the Deployment's status alone. None of this has run here: there is no Docker engine on the machine
-it was written on (see the README's kind section).
+it was written on (see CONTRIBUTING.md, the suite on an existing cluster).
 """
 
 from __future__ import annotations
@@ -109,8 +109,26 @@ class InClusterStack(stack.Stack):
         if not enforcing_answer(probe(self.agent)):
             self.wait_for(enforcing_answer, "get enforcing answers from the deployed guard")
 
+    def wait_for_rbac_view(self, kind: str, resource_version: str) -> None:
+        """Until every ready replica's RBAC view has seen ``kind`` at ``resource_version``, read from each
+        pod's ``/readyz`` through the apiserver's pod proxy (ingress on 8443 is open to any source)."""
+        deadline = time.monotonic() + stack.RBAC_VIEW_TIMEOUT_SECONDS
+        namespace = self.policy.guard_namespace
+        for pod in self.pods():
+            name = pod["metadata"]["name"]
+            if pod["metadata"].get("deletionTimestamp") or pod.get("status", {}).get("phase") != "Running":
+                continue
+            path = f"/api/v1/namespaces/{namespace}/pods/https:{name}:8443/proxy/readyz"
+            while True:
+                reply = self.admin.request(kube.Request("GET", path))
+                if reply.status in (200, 503) and stack.view_has(reply.body, kind, resource_version):
+                    break
+                if time.monotonic() > deadline:
+                    raise stack.StackError(f"guard pod {name} did not see {kind} {resource_version}: {reply}")
+                time.sleep(0.1)
+
     @contextlib.contextmanager
-    def extra_guard(self, *arguments: str) -> Iterator[serving.Guard]:
+    def extra_guard(self, *arguments: str, ready: bool = True) -> Iterator[serving.Guard]:
         raise stack.StackError(
             f"no local guard processes on an existing cluster (asked for one with {list(arguments)}); "
             "use InClusterStack.in_mode or scaled_down"

@@ -174,8 +174,8 @@ def ensure_namespace(admin: Client, name: str, labels: Mapping[str, str] | None 
     admin.apply(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "default"}})
 
 
-def bind_cluster_role(admin: Client, namespace: str, service_account: str, role: str) -> None:
-    admin.apply(
+def bind_cluster_role(admin: Client, namespace: str, service_account: str, role: str) -> Reply:
+    return admin.apply(
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
         {
             "metadata": {"name": f"e2e:{namespace}:{service_account}:{role}"},

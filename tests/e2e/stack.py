@@ -18,6 +18,10 @@ Each scenario's fixture puts the stack into the state it needs (``Stack.enforcin
 ``Stack.guard_mode``, ``Stack.guard_stopped``) and leaves it there: the next fixture changes only what
 differs, so a restart happens only when the mode really changes.
 
+The guard watches the cluster's RBAC as shipped (``--rbac-source``): the suite gives it a read-only
+ServiceAccount of its own, bound to the ClusterRole of ``manifests/base/rbac.yaml``, and a kubeconfig
+with that account's token (``rbac_source``); every guard the suite starts gets it.
+
 On an existing cluster (kind) none of this applies: ``incluster.InClusterStack`` uses the deployed guard,
 and that cluster's apiserver does not call ``/authorize`` (``Stack.authorizer`` is False).
 """
@@ -27,15 +31,19 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 
 from tests import reviews, serving
 from tests.e2e import cluster, kube
@@ -45,9 +53,13 @@ AGENT_NAMESPACE, AGENT_NAME = "mcp-system", "mcp-k8s-go"
 CONTROLLER_NAMESPACE, CONTROLLER_NAME = "kube-system", "e2e-controller"
 PROBE_NAMESPACE = "e2e-probe"
 REGISTRATION_TIMEOUT_SECONDS = 30.0
+RBAC_VIEW_TIMEOUT_SECONDS = 15.0
 # The apiserver caches the authorizer's "denied" and "no opinion" answers this long (shipped: 10s).
 AUTHORIZER_CACHE_SECONDS = 1
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+GUARD_ACCOUNT = "agent-guard"
+SHIPPED_RBAC = reviews.ROOT / "manifests" / "base" / "rbac.yaml"
+RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 
 
 def probe_request() -> kube.Request:
@@ -168,6 +180,45 @@ def decisions(output: str | Callable[[], str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
+def rbac_source(admin: kube.Client, namespace: str, directory: Path) -> tuple[str, ...]:
+    """The guard's own read-only identity, as the shipped manifests make it, and the ``serve`` arguments
+    that watch RBAC through it: ServiceAccount ``agent-guard`` in the guard's namespace, the ClusterRole
+    and ClusterRoleBinding of ``manifests/base/rbac.yaml`` (get/list/watch on the four RBAC kinds), a
+    TokenRequest token in a kubeconfig. Proves the shipped ClusterRole is all the guard needs."""
+    admin.apply(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": GUARD_ACCOUNT}})
+    for doc in yaml.safe_load_all(SHIPPED_RBAC.read_text()):
+        if doc["kind"] == "ClusterRoleBinding":
+            for subject in doc["subjects"]:
+                subject["namespace"] = namespace
+        admin.apply(f"{RBAC_API}/{doc['kind'].lower()}s", doc)
+    token = kube.service_account_token(admin, namespace, GUARD_ACCOUNT)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = kube.kubeconfig(
+        admin.target, f"system:serviceaccount:{namespace}:{GUARD_ACCOUNT}", token, directory / "kubeconfig"
+    )
+    return ("--rbac-source", f"kubeconfig:{path}")
+
+
+def view_has(readyz: Mapping[str, Any], kind: str, resource_version: str) -> bool:
+    """Whether a guard's ``/readyz`` answer says its RBAC view has seen ``kind`` at ``resource_version``
+    (a guard without an RBAC source judges by names: nothing to wait for)."""
+    view = readyz.get("rbac")
+    if not isinstance(view, Mapping):
+        return True
+    seen = (view.get("resourceVersions") or {}).get(kind)
+    return seen is not None and int(seen) >= int(resource_version)
+
+
+def readyz(guard: serving.Guard) -> dict[str, Any]:
+    """A local guard's ``/readyz`` answer, 503 (not synced, draining) included."""
+    try:
+        with urllib.request.urlopen(f"{guard.url}/readyz", context=guard.context(), timeout=2) as answer:
+            found: dict[str, Any] = json.load(answer)
+    except urllib.error.HTTPError as exc:
+        found = json.load(exc)
+    return found
+
+
 @dataclass
 class Plan:
     """What exists before the apiserver starts: the guard's certificates and port, the authorizer files."""
@@ -270,6 +321,7 @@ class Stack:
     authorizer: bool = False
     port: int = 0  # the port the authorizer calls (fixed at the apiserver's start); 0: no local guard
     arguments: tuple[str, ...] = ()  # the extra ``agent-guard serve`` arguments of ``guard``
+    base_arguments: tuple[str, ...] = ()  # given to every guard started (the RBAC source)
     stopped_at: float = 0.0  # when a guard on ``port`` last stopped answering
     processes: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # closed by ``up``
     client_ca: Path | None = None  # verifies the apiserver's webhook client certificate (``Plan``)
@@ -286,7 +338,9 @@ class Stack:
             raise StackError("the guard runs in the cluster: no local guard can be started")
         log = self.workdir / f"agent-guard-{self.port}-{len(self.guards)}.log"
         guard = self.processes.enter_context(
-            serving.running(self.workdir, self.cert_dir, *arguments, port=self.port, log=log)
+            serving.running(
+                self.workdir, self.cert_dir, *self.base_arguments, *arguments, port=self.port, log=log
+            )
         )
         self.guards.append(guard)
         self.guard, self.arguments = guard, arguments
@@ -335,15 +389,37 @@ class Stack:
         self.wait_out_cached_answers()
 
     @contextlib.contextmanager
-    def extra_guard(self, *arguments: str) -> Iterator[serving.Guard]:
-        """Another ``agent-guard serve`` on another port, with the same certificates.
+    def extra_guard(self, *arguments: str, ready: bool = True) -> Iterator[serving.Guard]:
+        """Another ``agent-guard serve`` on another port, with the same certificates (and the RBAC
+        source, unless ``arguments`` name another: the last ``--rbac-source`` wins).
 
         Only the ValidatingWebhookConfiguration can be pointed at it: the authorizer keeps calling
-        the guard on ``port``.
+        the guard on ``port``. ``ready=False``: do not wait for ``/readyz`` (only ``/healthz``).
         """
-        with serving.running(self.workdir, self.cert_dir, *arguments) as guard:
+        with serving.running(
+            self.workdir, self.cert_dir, *self.base_arguments, *arguments, ready=ready
+        ) as guard:
             self.guards.append(guard)
             yield guard
+
+    def wait_for_rbac_view(self, kind: str, resource_version: str) -> None:
+        """Until every running guard's RBAC view has seen ``kind`` at ``resource_version`` (an RBAC write
+        of the admin's): a scenario that arms an account and then acts as the agent must not race the
+        guard's watch, which follows the apiserver by milliseconds."""
+        deadline = time.monotonic() + RBAC_VIEW_TIMEOUT_SECONDS
+        for guard in self.guards:
+            answer: dict[str, Any] = {}
+            while guard.process.poll() is None:
+                with contextlib.suppress(urllib.error.URLError, OSError, ssl.SSLError, ValueError):
+                    answer = readyz(guard)
+                    if view_has(answer, kind, resource_version):
+                        break
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"the guard on port {guard.port} did not see {kind} resourceVersion "
+                        f"{resource_version} within {RBAC_VIEW_TIMEOUT_SECONDS:.0f}s: {answer}"
+                    )
+                time.sleep(0.05)
 
     def diagnostics(self, lines: int = 40) -> str:
         parts = [self.target.diagnostics()]
@@ -365,6 +441,7 @@ def up(target: cluster.Target, plan: Plan, *guard_arguments: str) -> Iterator[St
     controller = kube.service_account(admin, CONTROLLER_NAMESPACE, CONTROLLER_NAME, "cluster-admin")
     kube.ensure_namespace(admin, PROBE_NAMESPACE)
     kube.ensure_namespace(admin, plan.policy.guard_namespace)
+    source = rbac_source(admin, plan.policy.guard_namespace, plan.workdir / "guard-rbac")
     webhook = Webhook(admin, agent, plan.policy, plan.ca_bundle)
     with contextlib.ExitStack() as processes:
         stack = Stack(
@@ -379,6 +456,7 @@ def up(target: cluster.Target, plan: Plan, *guard_arguments: str) -> Iterator[St
             guard=None,
             authorizer=True,
             port=plan.port,
+            base_arguments=source,
             processes=processes,
             client_ca=plan.client_ca,
         )

@@ -47,7 +47,12 @@ def test_role_is_only_watch_and_mark_consumed_in_the_guard_namespace(with_approv
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "agent-guard", "namespace": certs.DEFAULT_NAMESPACE}
     ]
-    assert not [d for d in with_approvals if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    # Cluster-wide, only the base's read-only RBAC view (tests/manifests/test_render.py checks its rules).
+    cluster_wide = [d for d in with_approvals if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in cluster_wide) == [
+        ("ClusterRole", "agent-guard"),
+        ("ClusterRoleBinding", "agent-guard"),
+    ]
 
 
 def test_guard_gets_api_access_and_the_flag(with_approvals: Documents) -> None:
@@ -59,7 +64,9 @@ def test_guard_gets_api_access_and_the_flag(with_approvals: Documents) -> None:
     assert egress == [{"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]
 
 
-def test_base_overlays_still_have_no_api_access(rendered: dict[str, Documents]) -> None:
+def test_base_overlays_have_no_approvals(rendered: dict[str, Documents]) -> None:
+    """Without the component: no CRD, no Role on Approvals, no ``--approvals`` (the base's API access
+    is the read-only RBAC view of ``--rbac-source in-cluster``)."""
     for docs in rendered.values():
-        assert pod_spec(docs)["automountServiceAccountToken"] is False
-        assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+        assert not [d for d in docs if d["kind"] in ("CustomResourceDefinition", "Role", "RoleBinding")]
+        assert serve_args(docs).approvals is False

@@ -65,13 +65,21 @@ def test_manifests_policy_writes_every_file_and_removes_stale_ones(tmp_path: Pat
     (rules / "extra.yml").write_text("apiVersion: agent-guard.io/v1alpha1\nkind: Policy\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.yaml").write_text("left over from a file that was removed from rules/")
-    subprocess.run(
-        [sys.executable, "-m", "webhook", "manifests", "policy", "--rules", str(rules), "--out", str(out)],
-        check=True,
-        capture_output=True,
-        cwd=reviews.ROOT,
-    )
+    (rules / "old.yaml").write_text("apiVersion: agent-guard.io/v1alpha1\nkind: Policy\n")
+    command = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "manifests",
+        "policy",
+        "--rules",
+        str(rules),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(command, check=True, capture_output=True, cwd=reviews.ROOT)
+    (rules / "old.yaml").unlink()  # its copy is now stale: the next run removes it
+    subprocess.run(command, check=True, capture_output=True, cwd=reviews.ROOT)
     assert sorted(p.name for p in out.iterdir()) == ["extra.yml", "kustomization.yaml", "policy.yaml"]
     kustomization = yaml.safe_load((out / "kustomization.yaml").read_text())
     [generator] = kustomization["configMapGenerator"]
@@ -80,8 +88,11 @@ def test_manifests_policy_writes_every_file_and_removes_stale_ones(tmp_path: Pat
     assert generator["options"]["disableNameSuffixHash"] is True
 
 
-@pytest.mark.parametrize("flag", ["--without-ca-bundle", "--ca-bundle=Q0E="])
-def test_manifests_webhook_cli(flag: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_bundle", [False, True])
+def test_manifests_webhook_cli(with_bundle: bool, tmp_path: Path) -> None:
+    certs.generate(tmp_path)
+    bundle = certs.ca_bundle(tmp_path)
+    flag = f"--ca-bundle={bundle}" if with_bundle else "--without-ca-bundle"
     out = tmp_path / "webhook.yaml"
     subprocess.run(
         [sys.executable, "-m", "webhook", "manifests", "webhook", flag, "--out", str(out)],
@@ -92,4 +103,4 @@ def test_manifests_webhook_cli(flag: str, tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith(manifests.GENERATED)
     [hook] = yaml.safe_load(text)["webhooks"]
-    assert hook["clientConfig"].get("caBundle") == (None if flag == "--without-ca-bundle" else "Q0E=")
+    assert hook["clientConfig"].get("caBundle") == (bundle if with_bundle else None)

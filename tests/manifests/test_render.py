@@ -16,9 +16,12 @@ import pytest
 from tests import reviews
 from tests.manifests.conftest import OVERLAYS, TLS_COMPONENT_CERTS, Documents
 from webhook import certs, cli, guards, manifests, policy
+from webhook.guards import guard_tamper
 
 NAMESPACE = certs.DEFAULT_NAMESPACE
 WITH_TLS_SECRET = ("enforce", "dry-run", "kind")
+CLUSTER_SCOPED = ("Namespace", "ValidatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding")
+RBAC_KINDS = ["roles", "clusterroles", "rolebindings", "clusterrolebindings"]
 
 
 def of_kind(docs: Documents, kind: str) -> list[dict[str, Any]]:
@@ -49,6 +52,8 @@ def test_every_overlay_renders_the_same_objects(rendered: dict[str, Documents]) 
     common = {
         ("Namespace", NAMESPACE),
         ("ServiceAccount", "agent-guard"),
+        ("ClusterRole", "agent-guard"),
+        ("ClusterRoleBinding", "agent-guard"),
         ("Deployment", "agent-guard"),
         ("Service", "agent-guard"),
         ("PodDisruptionBudget", "agent-guard"),
@@ -71,7 +76,7 @@ def test_every_overlay_renders_the_same_objects(rendered: dict[str, Documents]) 
         )
         assert set(found) == expected, overlay
         for doc in rendered[overlay]:
-            if doc["kind"] not in ("Namespace", "ValidatingWebhookConfiguration"):
+            if doc["kind"] not in CLUSTER_SCOPED:
                 assert doc["metadata"]["namespace"] == NAMESPACE, (overlay, doc["kind"])
 
 
@@ -105,10 +110,11 @@ def test_deployment_is_highly_available(rendered: dict[str, Documents], overlay:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pod_is_restricted_and_has_no_api_access(rendered: dict[str, Documents], overlay: str) -> None:
+def test_pod_is_restricted_and_can_only_read_rbac(rendered: dict[str, Documents], overlay: str) -> None:
     docs = rendered[overlay]
     pod = pod_spec(docs)
-    assert pod["automountServiceAccountToken"] is False
+    # The token reaches the guard's own pods only (the account does not mount it by default).
+    assert pod["automountServiceAccountToken"] is True
     assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "agent-guard"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
@@ -122,7 +128,31 @@ def test_pod_is_restricted_and_has_no_api_access(rendered: dict[str, Documents],
     assert context["runAsNonRoot"] is True
     assert container(docs)["resources"]["requests"].keys() == {"cpu", "memory"}
     assert "memory" in container(docs)["resources"]["limits"]
-    assert not of_kind(docs, "ClusterRoleBinding") and not of_kind(docs, "RoleBinding")
+    assert not of_kind(docs, "RoleBinding") and not of_kind(docs, "Role")
+    [rule] = one(docs, "ClusterRole")["rules"]
+    assert rule == {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": RBAC_KINDS,
+        "verbs": ["get", "list", "watch"],
+    }
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "agent-guard",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "agent-guard", "namespace": NAMESPACE}]
+    assert str(serve_args(docs).rbac_source) == "in-cluster"
+
+
+def test_the_guards_rbac_objects_are_the_ones_guard_tamper_protects(
+    rendered: dict[str, Documents], shipped_policy: policy.Policy
+) -> None:
+    tamper = shipped_policy.guards["guard-tamper"]
+    assert isinstance(tamper, guard_tamper.Settings)
+    docs = rendered["enforce"]
+    assert one(docs, "ClusterRole")["metadata"]["name"] in tamper.cluster_roles
+    assert one(docs, "ClusterRoleBinding")["metadata"]["name"] in tamper.cluster_role_bindings
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -199,7 +229,10 @@ def test_service_and_network_policy_expose_only_the_webhook_port(
     assert network["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert sorted(network["policyTypes"]) == ["Egress", "Ingress"]
     assert network["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
-    assert network["egress"] == []
+    # Egress only to the Kubernetes API (Service port, and the apiserver's own after translation).
+    assert network["egress"] == [
+        {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    ]
 
 
 @pytest.mark.parametrize("overlay", WITH_TLS_SECRET)

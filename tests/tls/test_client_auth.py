@@ -138,7 +138,17 @@ def test_client_name_must_match_when_given(material: dict[str, Path]) -> None:
 )
 def test_bad_client_auth_arguments_exit_2(tmp_path: Path, arguments: tuple[str, ...], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "webhook", "serve", "--cert-dir", str(tmp_path), "--port", "0", *arguments],
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--cert-dir",
+            str(tmp_path),
+            "--port",
+            str(serving.free_port()),
+            *arguments,
+        ],
         capture_output=True,
         text=True,
         cwd=reviews.ROOT,

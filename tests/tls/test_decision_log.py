@@ -133,7 +133,16 @@ def test_broken_pipe_keeps_reviews_answered(tmp_path: Path) -> None:
 
 def test_start_without_stdout_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "webhook", "serve", "--cert-dir", str(tmp_path / "certs"), "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--cert-dir",
+            str(tmp_path / "certs"),
+            "--port",
+            str(serving.free_port()),
+        ],
         stdout=None,
         stderr=subprocess.PIPE,
         text=True,

@@ -184,11 +184,13 @@ def test_cli_writes_both_files_for_an_apiserver(tmp_path: Path, capsys: Any) -> 
 
 
 def test_cli_prints_both_documents_without_out(tmp_path: Path, capsys: Any) -> None:
-    code = cli.main(["manifests", "authz", "--rules", str(reviews.RULES), "--ca-bundle", "Q0E="])
+    certs.generate(tmp_path)
+    bundle = certs.ca_bundle(tmp_path)
+    code = cli.main(["manifests", "authz", "--rules", str(reviews.RULES), "--ca-bundle", bundle])
     assert code == 0
     documents = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in documents] == ["AuthorizationConfiguration", "Config"]
-    assert documents[1]["clusters"][0]["cluster"]["certificate-authority-data"] == "Q0E="
+    assert documents[1]["clusters"][0]["cluster"]["certificate-authority-data"] == bundle
 
 
 def test_cli_without_a_ca_says_what_to_do(tmp_path: Path, capsys: Any) -> None:
@@ -199,7 +201,7 @@ def test_cli_without_a_ca_says_what_to_do(tmp_path: Path, capsys: Any) -> None:
 
 def test_cli_reports_an_invalid_policy(tmp_path: Path, capsys: Any) -> None:
     (tmp_path / "bad.yaml").write_text("apiVersion: agent-guard.io/v1alpha1\nkind: Policy\nagents: {}\n")
-    assert cli.main(["manifests", "authz", "--rules", str(tmp_path), "--ca-bundle", "Q0E="]) == 1
+    assert cli.main(["manifests", "authz", "--rules", str(tmp_path), "--ca-file", "/ca.crt"]) == 1
     assert "no agent identities defined" in capsys.readouterr().err
 
 
@@ -213,7 +215,7 @@ def test_committed_manifests_match_the_renderer(tmp_path: Path) -> None:
 
 
 def test_kubeconfig_can_carry_the_apiservers_client_certificate(
-    shipped_policy: policy.Policy, capsys: Any
+    shipped_policy: policy.Policy, capsys: Any, tmp_path: Path
 ) -> None:
     """For ``serve --client-ca``: the authorizer must present the same certificate as admission."""
     files = manifests.authorization_files(
@@ -228,5 +230,8 @@ def test_kubeconfig_can_carry_the_apiservers_client_certificate(
     }
     plain = manifests.authorization_files(shipped_policy, ca_bundle="Q0E=")
     assert yaml.safe_load(plain[manifests.KUBECONFIG_FILE])["users"][0]["user"] == {}
-    code = cli.main(["manifests", "authz", "--ca-bundle", "Q0E=", "--client-cert", "/x.crt"])
+    certs.generate(tmp_path)
+    code = cli.main(
+        ["manifests", "authz", "--ca-bundle", certs.ca_bundle(tmp_path), "--client-cert", "/x.crt"]
+    )
     assert code == 2 and "give both --client-cert and --client-key" in capsys.readouterr().err

@@ -232,7 +232,7 @@ def test_policy_reload_keeps_the_budget(tmp_path: Path, clock: Clock) -> None:
     rules.mkdir()
     text = (reviews.RULES / "policy.yaml").read_text()
     (rules / "policy.yaml").write_text(text.replace("limit: 20", "limit: 1"))
-    state = app.State(reload.compile_policy(rules, None), meters=metrics.Metrics())
+    state = app.State(engine.compile_policy(rules, None), meters=metrics.Metrics())
     ledger = state.engine.ledger
     assert state.engine.admit(_delete("a")).allowed
     (rules / "policy.yaml").write_text(

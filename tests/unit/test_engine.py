@@ -43,23 +43,22 @@ def test_off_guard_is_not_run(shipped_policy: policy.Policy) -> None:
 
 
 @pytest.fixture
-def crashing(monkeypatch: pytest.MonkeyPatch) -> None:
+def crashing() -> policy.Policy:
+    """The shipped policy, with a namespace-delete that crashes (every other family unchanged)."""
+
     def boom(*_: object) -> Iterator[str]:
         raise KeyError("spec")
 
-    # Only namespace-delete crashes; every other family stays registered (the policy names them all).
-    patched = tuple(
-        dataclasses.replace(f, admission=boom) if f.id == "namespace-delete" else f for f in guards.families()
-    )
-    monkeypatch.setitem(guards.by_id.__globals__, "families", lambda: patched)
+    shipped = guards.discover()
+    families = shipped.replacing(dataclasses.replace(shipped.by_id["namespace-delete"], admission=boom))
+    return policy.load(reviews.RULES, families=families)
 
 
-@pytest.mark.usefixtures("crashing")
 @pytest.mark.parametrize(("mode", "allowed"), [("enforce", False), ("dry-run", True)])
 def test_crashing_guard_fails_closed_for_agents(
-    shipped_policy: policy.Policy, mode: policy.GlobalMode, allowed: bool
+    crashing: policy.Policy, mode: policy.GlobalMode, allowed: bool
 ) -> None:
-    judge = engine.Engine(shipped_policy.with_mode(mode))
+    judge = engine.Engine(crashing.with_mode(mode))
     benign = review.parse_admission(
         reviews.body(
             reviews.review(reviews.admission_request("CREATE", "configmaps", obj={"kind": "ConfigMap"}))

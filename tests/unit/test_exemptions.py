@@ -31,9 +31,10 @@ exemptions:
 
 
 def _policy(tmp_path: Path, body: str, name: str = "policy.yaml") -> policy.Policy:
+    """The policy, loaded with the ``probe`` family registered next to the shipped ones."""
     path = tmp_path / name
     path.write_text(HEADER + AGENTS + body)
-    return policy.load(path)
+    return policy.load(path, families=probe.registry())
 
 
 def _engine(loaded: policy.Policy, today: datetime.date = TODAY) -> engine.Engine:
@@ -92,8 +93,7 @@ def test_near_miss_does_not_exempt(tmp_path: Path, request_: Any, why: str) -> N
     assert verdict.guards == ("namespace-delete",) and not verdict.exempted
 
 
-def test_near_miss_other_guard_and_other_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    probe.install(monkeypatch)
+def test_near_miss_other_guard_and_other_name(tmp_path: Path) -> None:
     loaded = _policy(
         tmp_path,
         """
@@ -112,8 +112,7 @@ exemptions:
     assert other.guards == ("probe",) and not other.allowed and not other.exempted
 
 
-def test_without_name_the_whole_namespace_is_covered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    probe.install(monkeypatch)
+def test_without_name_the_whole_namespace_is_covered(tmp_path: Path) -> None:
     loaded = _policy(
         tmp_path,
         "exemptions:\n  - {guard: probe, username: system:serviceaccount:mcp-system:mcp-k8s-go,"
@@ -124,14 +123,13 @@ def test_without_name_the_whole_namespace_is_covered(tmp_path: Path, monkeypatch
     assert not judge.admit(_configmap("probe-b", "anything")).allowed
 
 
-def test_authorize_honours_exemptions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    probe.install(monkeypatch)
+def test_authorize_honours_exemptions(tmp_path: Path) -> None:
     rules = probe.only_probe_rules(tmp_path / "rules")
     (rules / "exemptions.yaml").write_text(
         HEADER + "exemptions:\n  - {guard: probe, serviceAccount: mcp-system/mcp-k8s-go, namespace: probe-a,"
         " name: app-config, reason: reads its own config}\n"
     )
-    loaded = policy.load(rules)
+    loaded = policy.load(rules, families=probe.registry())
     judge = _engine(loaded)
     agent = attributes.UserInfo("system:serviceaccount:mcp-system:mcp-k8s-go")
     read = attributes.AccessRequest(agent, "get", resource="secrets", namespace="probe-a", name="app-config")
@@ -268,7 +266,7 @@ def test_policy_command_reports_expired_exemptions(
 
 def test_server_logs_exemption_status_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "policy.yaml").write_text(HEADER + AGENTS + STATUS)
-    with caplog.at_level(logging.INFO, logger="agent-guard.reload"):
+    with caplog.at_level(logging.INFO, logger="agent-guard.engine"):
         server.load_engine(server.Settings(rules=tmp_path))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "EXPIRED on 2020-01-01" in warnings[0]

@@ -9,6 +9,11 @@ policy section of that name), and ``expect``:
 - ``messages``: substrings each of which must appear in some finding (e.g. the offending field);
 - ``findings``: optionally, how many findings in total.
 
+An optional ``rbac`` gives the guard an RBAC view (``agent-guard serve --rbac-source``): a list of
+Roles, ClusterRoles and bindings (as ``kubectl get -o yaml`` shows them) the guards judge effective
+permissions against, or ``not-synced`` for a source not read yet. Without it the guards judge by
+names, as with no source.
+
 Requests go through the real envelope parser, and every deny fixture is replayed as a human admin and
 as a controller ServiceAccount, which must both be allowed untouched.
 """
@@ -25,7 +30,8 @@ import pytest
 import yaml
 
 from tests import reviews
-from webhook import attributes, engine, guards, policy, review
+from webhook import attributes, engine, guards, policy, rbac, review
+from webhook.guards import base as guard_base
 
 MIN_DENY, MIN_ALLOW = 8, 4
 
@@ -41,18 +47,29 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def _engine_for(
-    base: policy.Policy, overrides: dict[str, Any] | None, pod_templates: dict[str, Any] | None = None
-) -> engine.Engine:
+def _rbac_view(data: dict[str, Any]) -> guard_base.RbacView | None:
+    if "rbac" not in data:
+        return None
+    objects = data["rbac"]
+    if objects == "not-synced":
+        return guard_base.StaticRbac(None)
+    assert isinstance(objects, list), "rbac: a list of RBAC objects, or not-synced"
+    return guard_base.StaticRbac(rbac.Snapshot.from_objects(objects))
+
+
+def _engine_for(base: policy.Policy, data: dict[str, Any]) -> engine.Engine:
+    overrides = data.get("settings")
+    pod_templates = data.get("podTemplates")
+    view = _rbac_view(data)
     if pod_templates is not None:
         base = dataclasses.replace(base, pod_templates=policy.PodTemplates.model_validate(pod_templates))
     if not overrides:
-        return engine.Engine(base)
+        return engine.Engine(base, rbac=view)
     families = guards.by_id()
     merged = dict(base.guards)
     for guard_id, settings in overrides.items():
         merged[guard_id] = families[guard_id].settings.model_validate(settings)
-    return engine.Engine(dataclasses.replace(base, guards=merged))
+    return engine.Engine(dataclasses.replace(base, guards=merged), rbac=view)
 
 
 def _judge(judge: engine.Engine, data: dict[str, Any], user: dict[str, Any]) -> engine.Verdict:
@@ -80,7 +97,7 @@ def _judge(judge: engine.Engine, data: dict[str, Any], user: dict[str, Any]) -> 
 @pytest.mark.parametrize("path", _fixture_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_fixture(path: Path, shipped_policy: policy.Policy) -> None:
     data = _load(path)
-    judge = _engine_for(shipped_policy.with_mode("enforce"), data.get("settings"), data.get("podTemplates"))
+    judge = _engine_for(shipped_policy.with_mode("enforce"), data)
     expect = data.get("expect", {})
     verdict = _judge(judge, data, data.get("user", reviews.AGENT))
     fired = set(verdict.guards)
@@ -116,7 +133,7 @@ def test_deny_fixture_is_allowed_for_non_agents(
     path: Path, who: dict[str, Any], shipped_policy: policy.Policy
 ) -> None:
     data = _load(path)
-    judge = _engine_for(shipped_policy.with_mode("enforce"), data.get("settings"), data.get("podTemplates"))
+    judge = _engine_for(shipped_policy.with_mode("enforce"), data)
     verdict = _judge(judge, data, who)
     assert verdict.allowed and not verdict.agent and not verdict.findings
 

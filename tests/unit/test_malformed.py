@@ -21,8 +21,7 @@ import pytest
 
 from tests import reviews
 from tests.unit import test_fixtures
-from webhook import engine, policy, review
-from webhook.guards import safe
+from webhook import engine, policy, review, safe
 
 Path_ = tuple[str | int, ...]
 
@@ -84,9 +83,7 @@ def test_no_wrong_type_mutation_of_a_denied_object_is_allowed(
     path: Path, shipped_policy: policy.Policy
 ) -> None:
     data = test_fixtures._load(path)
-    judge: engine.Engine = test_fixtures._engine_for(
-        shipped_policy.with_mode("enforce"), data.get("settings"), data.get("podTemplates")
-    )
+    judge: engine.Engine = test_fixtures._engine_for(shipped_policy.with_mode("enforce"), data)
     user = data.get("user", reviews.AGENT)
     allowed, crashed, tried = [], [], 0
     for label, mutated in mutations(data):

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from tests import reviews
-from webhook import engine, manifests, policy, review
-from webhook.guards import podspec
+from webhook import engine, manifests, podspec, policy, review
 
 HEADER = "apiVersion: agent-guard.io/v1alpha1\nkind: Policy\nagents: {serviceAccounts: ['mcp-system/*']}\n"
 PRIVILEGED = {"containers": [{"name": "x", "image": "alpine", "securityContext": {"privileged": True}}]}

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from tests import reviews
-from webhook import engine, manifests, policy, review
-from webhook.guards import podspec, privileged_workload
+from webhook import engine, manifests, podspec, policy, review
+from webhook.guards import privileged_workload
 
 GUARD = "privileged-workload"
 FIXTURES = reviews.FIXTURES / GUARD

@@ -143,7 +143,7 @@ def test_reload_reports_a_lapsed_exemption_like_a_start(
     )
     reloader = reload.PolicyReloader(tmp_path / "rules", None, state)
     mounts.publish(tmp_path / "rules", {"policy.yaml": POLICY, "exemptions.yaml": lapsed})
-    with caplog.at_level(logging.WARNING, logger="agent-guard.reload"):
+    with caplog.at_level(logging.WARNING, logger="agent-guard.engine"):
         assert asyncio.run(reloader.reload())
     assert "EXPIRED on 2000-01-01" in caplog.text
 

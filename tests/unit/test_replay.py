@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests import probe, reviews
-from webhook import cli
+from webhook import cli, guards
 
 AGENT = {
     "username": "system:serviceaccount:mcp-system:mcp-k8s-go",
@@ -209,8 +209,10 @@ def _write_lines(path: Path, events: list[dict[str, Any]], noise: bool = True) -
     return path
 
 
-def _replay(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    code = cli.main(["replay", "--output", "json", *argv])
+def _replay(
+    capsys: pytest.CaptureFixture[str], *argv: str, families: guards.Registry | None = None
+) -> tuple[int, dict[str, Any]]:
+    code = cli.main(["replay", "--output", "json", *argv], families=families)
     captured = capsys.readouterr()
     return code, json.loads(captured.out) if captured.out.strip() else {"stderr": captured.err}
 
@@ -340,10 +342,9 @@ def _checks(payload: dict[str, Any], target: str) -> dict[str, list[str]]:
 
 
 def test_requests_are_built_like_the_apiserver_builds_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With the ``probe`` family every built request shows up as a finding naming its coordinates."""
-    probe.install(monkeypatch)
     events = [
         _event("get", "/api/v1/namespaces/probe-a/secrets/db", AGENT, _ref("secrets", "db", "probe-a")),
         _event(
@@ -416,9 +417,8 @@ def test_requests_are_built_like_the_apiserver_builds_them(
         ),
     ]
     rules = probe.only_probe_rules(tmp_path / "rules")
-    code, payload = _replay(
-        capsys, "--rules", str(rules), str(_write_lines(tmp_path / "probe.log", events, noise=False))
-    )
+    log = _write_lines(tmp_path / "probe.log", events, noise=False)
+    code, payload = _replay(capsys, "--rules", str(rules), str(log), families=probe.registry())
     assert code == 1
     assert _checks(payload, "secrets probe-a/db") == {
         "get secrets probe-a/db": ["[probe] saw get /secrets probe-a/db"]

@@ -12,39 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import pydantic
-from pydantic import alias_generators
 
-from webhook import attributes, budget
+from webhook import attributes, budget, rbac, schema
 
-Mode = Literal["enforce", "dry-run", "off"]
-
-
-class PolicyModel(pydantic.BaseModel):
-    """How every part of the policy YAML is read: camelCase keys, unknown keys are errors, immutable."""
-
-    model_config = pydantic.ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-    )
+# The policy YAML's vocabulary (``webhook.schema``), named here for the families' settings.
+Mode = schema.Mode
+NamesPerNamespace = schema.NamesPerNamespace
 
 
-def _names_per_namespace(value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    for namespace, names in value.items():
-        if not namespace or any(not name for name in names):
-            raise ValueError("namespaces and names must be non-empty strings")
-    return value
-
-
-# An allow-list of object names per namespace ("*" as a name: every one), as guards take them.
-NamesPerNamespace = Annotated[dict[str, tuple[str, ...]], pydantic.AfterValidator(_names_per_namespace)]
-
-
-class GuardSettings(PolicyModel):
+class GuardSettings(schema.PolicyModel):
     """Base for a family's policy section."""
 
     mode: Mode | None = None
@@ -56,9 +35,33 @@ class GuardSettings(PolicyModel):
         return "off" if value is False else value
 
 
+class RbacView(Protocol):
+    """The cluster's RBAC as the guard last saw it (``webhook.rbaccache`` feeds it from a watch).
+
+    ``snapshot()`` is None until the first complete read: guards that need it then refuse agents'
+    requests with a reason to retry, rather than judging against an empty cluster.
+    """
+
+    def snapshot(self) -> rbac.Snapshot | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRbac:
+    """A fixed view (tests, offline tools): ``None`` plays a source that has not synced yet."""
+
+    current: rbac.Snapshot | None
+
+    def snapshot(self) -> rbac.Snapshot | None:
+        return self.current
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Facts about the evaluation that are not part of the request itself."""
+    """Facts about the evaluation that are not part of the request itself.
+
+    ``rbac`` is None when the guard has no RBAC source (``make run``, ``check``, ``replay``): guards
+    then judge RBAC objects and pod specs by names alone, as documented in docs/rbac.md.
+    """
 
     is_agent: Callable[[attributes.UserInfo], bool]
     guard_namespace: str
@@ -69,6 +72,7 @@ class Context:
     # server passes one ledger to every engine it builds, so a policy reload keeps the counts.
     ledger: budget.Ledger = field(default_factory=budget.Ledger)
     clock: Callable[[], float] = time.time
+    rbac: RbacView | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,15 +22,15 @@ from typing import Annotated, Any
 
 import pydantic
 
-from webhook import attributes, budget
-from webhook.guards import base, safe
+from webhook import attributes, budget, safe, schema
+from webhook.guards import base
 
 SCALABLE = frozenset({"deployments", "statefulsets", "replicasets", "replicationcontrollers"})
 
 Duration = Annotated[float, pydantic.BeforeValidator(budget.parse_duration)]
 
 
-class Budget(base.PolicyModel):
+class Budget(schema.PolicyModel):
     """A namespace's own budget; unset fields take the guard's values."""
 
     limit: int | None = pydantic.Field(default=None, ge=0)

@@ -27,8 +27,8 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base, safe
+from webhook import attributes, safe
+from webhook.guards import base
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 ADMISSION_GROUP = "admissionregistration.k8s.io"

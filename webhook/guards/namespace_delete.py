@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from webhook import attributes
-from webhook.guards import base, safe
+from webhook import attributes, safe
+from webhook.guards import base
 
 DELETE_VERBS = frozenset({"delete", "deletecollection"})
 FINALIZE_VERBS = frozenset({"update", "patch"})

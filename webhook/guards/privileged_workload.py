@@ -4,7 +4,7 @@ A privileged container, a hostPath mount of ``/`` or ``hostPID`` is a node escap
 pod reads every Secret the kubelet holds and every other pod's data. Pod Security Admission enforces
 the same standard per namespace, but namespaces are often left at ``privileged`` (kube-system,
 monitoring, CI) and an agent bound to cluster-admin can relabel them; this guard applies the standard
-to the agent's own writes, wherever the pod spec hides (``webhook.guards.podspec``), whatever the
+to the agent's own writes, wherever the pod spec hides (``webhook.podspec``), whatever the
 namespace says.
 
 An UPDATE that changes the pod spec (or the AppArmor annotations in the pod's metadata) is judged on
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base, podspec, pss, safe
+from webhook import attributes, podspec, pss, safe
+from webhook.guards import base
 
 _CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base, safe
+from webhook import attributes, effective, rbac, safe
+from webhook.guards import base
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 CERTIFICATES_GROUP = "certificates.k8s.io"
@@ -275,6 +275,131 @@ def _binding_findings(
             yield f"{what}: subjects[{index}] {problem}"
 
 
+# --- effective permissions (with an RBAC view) -----------------------------------------------------
+
+
+def _binding_namespace(request: attributes.AdmissionRequest, obj: Mapping[str, Any]) -> str:
+    metadata = safe.mapping(obj.get("metadata"), "metadata")
+    return request.namespace or safe.text(metadata.get("namespace"), "metadata.namespace")
+
+
+def _subject_keys(obj: Mapping[str, Any] | None, namespace: str) -> set[tuple[str, str, str]]:
+    subjects = obj.get("subjects") if obj is not None else None
+    keys = set()
+    for index, subject in safe.mappings(subjects, "subjects"):
+        kind = safe.text(subject.get("kind"), f"subjects[{index}].kind")
+        subject_namespace = safe.text(subject.get("namespace"), f"subjects[{index}].namespace") or (
+            namespace if kind == "ServiceAccount" else ""
+        )
+        keys.add((kind, subject_namespace, safe.text(subject.get("name"), f"subjects[{index}].name")))
+    return keys
+
+
+def _listed(items: list[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
+
+
+def _effective_binding_findings(request: attributes.AdmissionRequest, ctx: base.Context) -> Iterator[str]:
+    """A binding is judged by the effective rules of the role it references (custom and aggregated
+    roles included): handing any power of ``webhook.powers`` to anyone is refused. An UPDATE that
+    adds no subject hands nothing to anyone new and is left to the name-based checks."""
+    obj = request.object
+    if ctx.rbac is None or obj is None:
+        return
+    what = _describe(request)
+    namespace = _binding_namespace(request, obj)
+    ref = safe.mapping(obj.get("roleRef"), "roleRef")
+    kind = safe.text(ref.get("kind"), "roleRef.kind")
+    name = safe.text(ref.get("name"), "roleRef.name")
+    if kind not in (rbac.ROLE, rbac.CLUSTER_ROLE) or not name:
+        return  # the apiserver rejects such a binding itself
+    subjects = _subject_keys(obj, namespace)
+    if request.operation == "UPDATE" and subjects <= _subject_keys(request.old_object, namespace):
+        return
+    role = f'{kind} "{namespace}/{name}"' if kind == rbac.ROLE else f'{kind} "{name}"'
+    try:
+        snapshot = effective.snapshot(ctx)
+    except effective.NotSynced:
+        yield f"{what}: {effective.not_synced(f'what roleRef {role} grants')}"
+        return
+    if snapshot is None:
+        return
+    rules = snapshot.rules_of(kind, name, namespace if kind == rbac.ROLE else "")
+    if rules is None:
+        yield (
+            f"{what}: roleRef {role} is not in the guard's RBAC view yet, so what it grants cannot be "
+            f"judged; if you just created it, {effective.RETRY}"
+        )
+        return
+    if request.resource.resource == "rolebindings":
+        rules = tuple(rule for rule in rules if rule.resources or rule.api_groups)
+    found = effective.rule_powers(rules)
+    if found:
+        who = _listed([f"{k} {f'{ns}/' if ns else ''}{n}" for k, ns, n in sorted(subjects)]) or "nobody yet"
+        yield (
+            f"{what}: roleRef {role} grants powers the guard denies to agents, and the binding would hand "
+            f"them to {who}, whose requests the guard does not judge: {effective.describe_powers(found)}; "
+            f"bind a role with only the verbs and resources needed, without these, or {ASK}"
+        )
+
+
+def _role_in_request(request: attributes.AdmissionRequest) -> rbac.Role | None:
+    obj = request.object
+    if obj is None:
+        return None
+    kind = rbac.CLUSTER_ROLE if request.resource.resource == "clusterroles" else rbac.ROLE
+    metadata = dict(safe.mapping(obj.get("metadata"), "metadata"))
+    safe.text(metadata.get("name"), "metadata.name")  # wrong types are malformed, not "no role"
+    safe.text(metadata.get("namespace"), "metadata.namespace")
+    metadata.setdefault("name", request.name)
+    if kind == rbac.ROLE and not metadata.get("namespace"):
+        metadata["namespace"] = request.namespace
+    try:
+        return rbac.role_from_dict({**obj, "metadata": metadata}, kind)
+    except rbac.RbacObjectError:
+        return None  # the apiserver rejects a role without a name or namespace itself
+
+
+def _effective_role_findings(request: attributes.AdmissionRequest, ctx: base.Context) -> Iterator[str]:
+    """A Role/ClusterRole write that would give a power to someone already bound to it, directly or
+    through a ClusterRole that aggregates it, is refused (binding a harmless role first and filling
+    it afterwards is the same escalation as binding a powerful one)."""
+    role = _role_in_request(request)
+    if ctx.rbac is None or role is None:
+        return
+    if role.aggregation is None and not effective.rule_powers(role.rules):
+        return  # it grants no power, so it can give none to anyone, whatever aggregates it
+    what = _describe(request)
+    try:
+        snapshot = effective.snapshot(ctx)
+    except effective.NotSynced:
+        yield f"{what}: {effective.not_synced('who is bound to it')}"
+        return
+    if snapshot is None:
+        return
+    after = snapshot.with_role(role)
+    for (kind, namespace, name), rules in snapshot.effective_changes(after):
+        before = {
+            power.id for power, _ in effective.rule_powers(snapshot.rules_of(kind, name, namespace) or ())
+        }
+        added = [(power, rule) for power, rule in effective.rule_powers(rules) if power.id not in before]
+        holders = after.holders(kind, name, namespace)
+        if not added or not holders:
+            continue
+        target = f'{kind} "{namespace}/{name}"' if namespace else f'{kind} "{name}"'
+        via = (
+            ""
+            if (kind, namespace, name) == (role.kind, role.namespace, role.name)
+            else " (it aggregates this one)"
+        )
+        who = _listed([f"{subject.describe()} through {binding.ref}" for binding, subject in holders])
+        yield (
+            f"{what} would give powers the guard denies to agents to those already bound to {target}{via}: "
+            f"{who}. The powers: {effective.describe_powers(added)}; keep the role without these, or {ASK}"
+        )
+
+
 # --- CertificateSigningRequests -------------------------------------------------------------------
 
 
@@ -306,8 +431,10 @@ def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Co
     if group == RBAC_GROUP and not request.sub_resource:
         if resource in ("roles", "clusterroles"):
             yield from _role_findings(request)
+            yield from _effective_role_findings(request, ctx)
         elif resource in ("rolebindings", "clusterrolebindings"):
             yield from _binding_findings(request, settings, ctx)
+            yield from _effective_binding_findings(request, ctx)
     elif group == CERTIFICATES_GROUP and resource == "certificatesigningrequests":
         yield from _csr_findings(request)
 

@@ -40,8 +40,8 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base, podspec, safe
+from webhook import attributes, podspec, safe
+from webhook.guards import base
 
 TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"  # noqa: S105 - a type name, not a secret
 BOOTSTRAP_TOKEN_TYPE = "bootstrap.kubernetes.io/token"  # noqa: S105 - a type name, not a secret

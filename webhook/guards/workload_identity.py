@@ -3,7 +3,16 @@
 An agent that cannot delete a namespace itself can start a pod as a ServiceAccount that can, and
 let the pod's command do it: the pod's requests carry that account's identity, which this guard
 does not judge. So a pod spec written by an agent (Pod, every template, ephemeral containers, via
-``podspec``) may run as ``default`` (or unset, which means ``default``) or an allow-listed account.
+``podspec``) is judged by the account it runs as:
+
+- with an RBAC view (``agent-guard serve --rbac-source``): by what the account holds. Any account,
+  ``default`` included, that holds a power of ``webhook.powers`` (Secret reads, creating workloads,
+  RBAC writes, exec, tokens, ...) through its own bindings or its groups' is refused, naming the
+  power and the binding; an account that holds none is allowed;
+- without one (``make run``, ``check``, ``replay``): by name, ``default`` (or unset, which means
+  ``default``) or an allow-listed account.
+
+Either way an account an operator allow-listed is trusted.
 
 A pod that never gets the account's API token cannot act as it, so a pod with
 ``automountServiceAccountToken: false`` is allowed - unless a token reaches it another way: a
@@ -25,8 +34,8 @@ from collections.abc import Iterator
 
 import pydantic
 
-from webhook import attributes
-from webhook.guards import base, podspec, safe
+from webhook import attributes, effective, podspec, powers, safe
+from webhook.guards import base
 
 DEFAULT_ACCOUNT = "default"
 ALL = "*"
@@ -42,8 +51,13 @@ class Settings(base.GuardSettings):
     allow_without_token: bool = True
 
     def allows(self, namespace: str, account: str) -> bool:
+        """By name (no RBAC view): ``default`` or an allow-listed account."""
+        return account == DEFAULT_ACCOUNT or self.vouched(namespace, account)
+
+    def vouched(self, namespace: str, account: str) -> bool:
+        """An account an operator allow-listed (trusted whatever it holds)."""
         names = self.allowed_service_accounts.get(namespace, ())
-        return account == DEFAULT_ACCOUNT or ALL in names or account in names
+        return ALL in names or account in names
 
 
 _text = safe.text  # a non-string raises safe.Malformed (a finding)
@@ -77,13 +91,71 @@ def _namespace(request: attributes.AdmissionRequest) -> str:
     return request.namespace or _text(metadata.get("namespace"), "metadata.namespace")
 
 
+def _tokenless(pod: podspec.PodSpec, settings: Settings) -> bool:
+    """The pod gets no token for its account: automount off (honoured) and no other token route."""
+    unmounted = pod.spec.get("automountServiceAccountToken") is False and settings.allow_without_token
+    return unmounted and next(token_routes(pod), None) is None
+
+
+def _armed_account(
+    pod: podspec.PodSpec, field: str, namespace: str, account: str, *, held: list[powers.Held], sub: str
+) -> str:
+    """The refusal for a pod spec that runs as an account holding powers (judged by its grants)."""
+    who = f'ServiceAccount "{namespace}/{account}"'
+    action = "adding ephemeral containers to a pod that runs as" if sub else "the pod spec runs as"
+    routes = [f"{owner} ({route})" for owner, route in token_routes(pod)]
+    if pod.spec.get("automountServiceAccountToken") is False and routes:
+        untoken = f"remove {', '.join(routes)}, which give the pod a token anyway"
+    else:
+        untoken = f"set {pod.path}.automountServiceAccountToken: false if the pod needs no API access"
+    return (
+        f"{action} {who} ({field}), which holds powers the guard denies to agents: "
+        f"{effective.describe_held(held)}, and its pods would act with them unjudged; run the pod as an "
+        f"account that holds none of these (a dedicated ServiceAccount with only what it needs), "
+        f"{untoken}, ask an operator to remove the binding, or to allow-list the account in "
+        f'{SETTING}["{namespace}"]'
+    )
+
+
+def _judge_by_grants(
+    request: attributes.AdmissionRequest, pod: podspec.PodSpec, settings: Settings, ctx: base.Context
+) -> Iterator[str]:
+    """With an RBAC view: judge the account by what it holds (``default`` included).
+
+    An allow-listed account is trusted; a pod that gets no token cannot act as its account; any
+    other account is refused when it holds a power of ``webhook.powers`` (through its own bindings,
+    its namespace's or every ServiceAccount's groups), and allowed when it holds none.
+    """
+    namespace = _namespace(request)
+    field, account = account_of(pod)
+    if settings.vouched(namespace, account) or _tokenless(pod, settings):
+        return
+    try:
+        snapshot = effective.snapshot(ctx)
+    except effective.NotSynced:
+        yield effective.not_synced(
+            f'the ServiceAccount "{namespace}/{account}" this pod spec runs as ({field})'
+        )
+        return
+    if snapshot is None:
+        return
+    held = effective.account_powers(snapshot, namespace, account)
+    if held:
+        yield _armed_account(pod, field, namespace, account, held=held, sub=request.sub_resource)
+
+
 def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
     for pod in podspec.pod_specs(request, ctx):
-        if not podspec.only_resources_changed(request, pod):
+        if podspec.only_resources_changed(request, pod):
+            continue
+        if ctx.rbac is not None:
+            yield from _judge_by_grants(request, pod, settings, ctx)
+        else:
             yield from _judge(request, pod, settings)
 
 
 def _judge(request: attributes.AdmissionRequest, pod: podspec.PodSpec, settings: Settings) -> Iterator[str]:
+    """Without an RBAC view: by the account's name (``default`` or allow-listed)."""
     namespace = _namespace(request)
     field, account = account_of(pod)
     if settings.allows(namespace, account):
@@ -118,8 +190,9 @@ def _judge(request: attributes.AdmissionRequest, pod: podspec.PodSpec, settings:
 FAMILY = base.Family(
     id="workload-identity",
     summary=(
-        "Denies an agent's pod specs that run as a ServiceAccount other than default unless the "
-        "account is allow-listed or the pod gets no token."
+        "Denies an agent's pod specs that run as a ServiceAccount holding powers agents may not use "
+        "(with an RBAC source; without one: any account but default) unless the account is "
+        "allow-listed or the pod gets no token."
     ),
     settings=Settings,
     admission=check,

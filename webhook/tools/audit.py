@@ -43,7 +43,8 @@ _BOOL_OPTIONS = ("stdin", "stdout", "stderr", "tty")
 
 @dataclass(slots=True)
 class Stats:
-    lines: int = 0
+    """What reading the audit logs found besides the requests (counted, shown in replay's summary)."""
+
     events: int = 0
     duplicates: int = 0  # earlier stages of a request already counted
     not_json: int = 0
@@ -65,7 +66,6 @@ def _events_in(name: str, stats: Stats) -> Iterator[tuple[str, dict[str, Any]]]:
         text = line.strip()
         if not text:
             continue
-        stats.lines += 1
         try:
             value = json.loads(text)
         except json.JSONDecodeError:

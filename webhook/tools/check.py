@@ -23,11 +23,10 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from webhook import attributes, engine, kinds, policy, review
-from webhook.tools import inputs, verdicts
+from webhook.tools import command, inputs, verdicts
 
 SUFFIXES = (".yaml", ".yml", ".json")
 OPERATIONS = ("CREATE", "UPDATE", "DELETE")
@@ -251,33 +250,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace", default="default", help="for namespaced objects without one (default: default)"
     )
-    parser.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    command.add_rules(parser)
     parser.add_argument("--mode", choices=["enforce", "dry-run"], help="override the policy's modes")
     parser.add_argument("--output", choices=["text", "json"], default="text")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        loaded = policy.load(Path(args.rules), args.mode)
-    except policy.PolicyError as exc:
-        print(f"agent-guard check: invalid policy:\n{exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    loaded = command.load_policy(args, code=verdicts.EXIT_BAD_INPUT)
     judge = engine.Engine(loaded)
-    try:
-        extra = _parse_extra(args.extra)
-        explicit = args.as_user is not None
-        if explicit:
-            user = make_user(args.as_user, args.group, extra)
-            origin = "--as"
-        else:
-            if args.group or extra:
-                raise inputs.InputError("--group/--extra need --as")
-            user = default_user(loaded.agents)
-            origin = "the policy's first agent identity; --as to change"
-        items = collect(args.paths, user, explicit, args.operation, args.namespace)
-    except inputs.InputError as exc:
-        print(f"agent-guard check: {exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    extra = _parse_extra(args.extra)
+    explicit = args.as_user is not None
+    if explicit:
+        user = make_user(args.as_user, args.group, extra)
+        origin = "--as"
+    else:
+        if args.group or extra:
+            raise inputs.InputError("--group/--extra need --as")
+        user = default_user(loaded.agents)
+        origin = "the policy's first agent identity; --as to change"
+    items = collect(args.paths, user, explicit, args.operation, args.namespace)
     if not judge.is_agent(user):
         print(
             f"agent-guard check: note: {user.username} is not an agent in this policy, so nothing is judged",

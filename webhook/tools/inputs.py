@@ -1,8 +1,8 @@
 """Reading the tools' inputs: files, directories, ``-`` for stdin, gzip by content, YAML or JSON
 documents and ``List`` kinds.
 
-Every failure becomes ``InputError`` with a message that starts with the file name, so the command
-line can print it as is and exit 2 instead of showing a traceback.
+Every failure becomes ``InputError`` (a ``command.Failed`` with exit code 2) with a message that
+starts with the file name, so the command line prints it as is instead of showing a traceback.
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ from typing import IO, Any, cast
 
 import yaml
 
+from webhook.tools import command
+
 STDIN = "-"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class InputError(Exception):
+class InputError(command.Failed):
     """Unusable input; ``str()`` names the file (and line or document) and the problem."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, command.EXIT_BAD_INPUT)
 
 
 def expand(paths: Iterable[str], suffixes: tuple[str, ...]) -> list[str]:
@@ -44,7 +49,7 @@ def expand(paths: Iterable[str], suffixes: tuple[str, ...]) -> list[str]:
             if not matches:
                 raise InputError(f"{raw}: no {'/'.join(suffixes)} files in this directory")
             found.extend(str(p) for p in matches)
-        elif path.is_file():
+        elif path.exists():  # a file, or a device or pipe: /dev/null, <(zcat audit.log.gz)
             found.append(raw)
         else:
             raise InputError(f"{raw}: no such file or directory")

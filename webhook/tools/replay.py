@@ -28,11 +28,10 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from webhook import engine, policy
-from webhook.tools import audit, inputs, verdicts
+from webhook import engine
+from webhook.tools import audit, command, inputs, verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,30 +232,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="AUDIT_LOG",
         help="audit log files (JSON lines or EventList; .gz ok; - for stdin)",
     )
-    parser.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    command.add_rules(parser)
     parser.add_argument("--mode", choices=["enforce", "dry-run"], help="override the policy's modes")
     parser.add_argument("--output", choices=["text", "json"], default="text")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        clock = EventClock()
-        judge = engine.Engine(policy.load(Path(args.rules), args.mode), clock=clock)
-    except policy.PolicyError as exc:
-        print(f"agent-guard replay: invalid policy:\n{exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    clock = EventClock()
+    judge = engine.Engine(command.load_policy(args, code=verdicts.EXIT_BAD_INPUT), clock=clock)
     stats = audit.Stats()
-    try:
-        names = inputs.expand(args.logs, ("",))
-        judged = replay(judge, names, stats, clock)
-    except inputs.InputError as exc:
-        print(f"agent-guard replay: {exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    names = inputs.expand(args.logs, ("",))
+    judged = replay(judge, names, stats, clock)
     for problem in stats.problems:
         print(f"agent-guard replay: warning: {problem}", file=sys.stderr)
     if stats.events == 0:
-        print(f"agent-guard replay: no audit events found in {', '.join(args.logs)}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+        raise inputs.InputError(f"no audit events found in {', '.join(args.logs)}")
     if args.output == "json":
         payload = {
             "summary": _summary(judged, stats),

@@ -265,11 +265,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        summary = summarize(inputs.expand(args.logs, ("",)))
-    except inputs.InputError as exc:
-        print(f"agent-guard report: {exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    summary = summarize(inputs.expand(args.logs, ("",)))
+    if summary.lines and not summary.entries:  # like replay given something that is not an audit log
+        raise inputs.InputError(
+            f"no decision log entries in {', '.join(summary.files)} "
+            f"({summary.skipped_not_json} non-JSON and {summary.skipped_not_decision} other JSON line(s)); "
+            "report reads the guard's decision log (an audit log is read by agent-guard replay)"
+        )
     if args.output == "json":
         print(json.dumps(as_json(summary, args.top), indent=2, ensure_ascii=False))
     elif args.output == "markdown":

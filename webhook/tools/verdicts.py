@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from webhook import decisionlog, engine
+from webhook.tools import command
 
 LABELS = {"deny": "DENY", "would-deny": "WOULD-DENY", "allow": "ALLOW"}
-EXIT_CLEAN, EXIT_WOULD_DENY, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_CLEAN, EXIT_WOULD_DENY, EXIT_BAD_INPUT = command.EXIT_OK, 1, command.EXIT_BAD_INPUT
 
 
 def would_deny(verdict: engine.Verdict) -> bool:

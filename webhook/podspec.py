@@ -15,7 +15,7 @@ Some controllers keep a pod's parts apart (Tekton keeps the account in ``spec``,
 pod spec of its own, and the container lists of those kinds (``steps``, ``sidecars``, Argo's single
 ``container``/``script``) count as containers.
 
-The places of listed kinds are read through ``webhook.guards.safe``: a pod spec, template, container
+The places of listed kinds are read through ``webhook.safe``: a pod spec, template, container
 or volume list of the wrong JSON type is a ``Malformed`` finding of the guard that asked, never "no
 pod spec here". The shape detector, which looks into kinds nobody described, only takes what has
 the shape and reads nothing else as malformed.
@@ -28,8 +28,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import attributes
-from webhook.guards import base, safe
+from webhook import attributes, safe
+from webhook.guards import base
 
 WORKLOAD_PATH = ("spec.template.spec",)
 # (group, resource) -> paths of the pod specs inside the object

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.guards import podspec, safe
+from webhook import podspec, safe
 
 Level = Literal["baseline", "restricted"]
 
