@@ -87,7 +87,7 @@ class Verdict:
 # Per guard and review: at most this many findings, each at most MAX_MESSAGE characters (a message
 # may quote a value from the object). Keeps the answer and the decision line a few kilobytes.
 MAX_FINDINGS = 20
-MAX_MESSAGE = 1000
+MAX_MESSAGE = 4096
 MORE_FINDINGS = (
     f"more findings than the {MAX_FINDINGS} listed; fix these and send the object again to see the rest"
 )

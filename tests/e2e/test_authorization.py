@@ -489,7 +489,7 @@ def test_rbac_prechecks_are_logged_for_what_they_are(scene: attacks.Scene, enfor
     assert enforcing.agent.request(kube.Request("POST", f"{rbac}/rolebindings", binding)).status == 201
     logged = {
         d["operation"]: d
-        for d in stack.decisions(enforcing.local_guard().output())
+        for d in stack.decisions(enforcing.local_guard().output)
         if d["endpoint"] == "authorize"
         and d["namespace"] == scene.namespace
         and d["operation"] in ("escalate", "bind")
