@@ -14,7 +14,7 @@ OVERLAY ?= enforce
 NAMESPACE := agent-guard-system
 DEPLOY_CERTS := manifests/components/tls-secret/certs
 
-.PHONY: install run test unit integration e2e e2e-mcp demo lint certs bench clean manifests deploy-certs deploy image e2e-kind help
+.PHONY: install run test unit integration e2e e2e-mcp e2e-node demo lint certs bench clean manifests deploy-certs deploy image e2e-kind help
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -54,8 +54,15 @@ bench: $(STAMP) ## webhook vs a no-op floor in the same run, engine micro-bench,
 demo: $(STAMP) ## real kube-apiserver + etcd + the guard; prints kubeconfigs and commands to try (Ctrl-C stops)
 	$(BIN)/python -m tests.e2e.demo $(ARGS)
 
-test: lint ## lint, then the whole suite: unit, API, integration and end to end (first run builds Kubernetes)
+test: lint ## lint, then the whole suite: unit, API, integration and end to end (first run builds Kubernetes), then the real node
 	$(BIN)/pytest $(ARGS)
+	$(MAKE) --no-print-directory e2e-node ARGS=
+
+# The attack table and benign agent work, then tests/e2e/node, on a real node with the guard installed
+# in-cluster from its own image (root; Debian packages installed on first use; docs/testing.md).
+E2E_NODE_TESTS := tests/e2e/test_attacks.py tests/e2e/test_benign.py tests/e2e/node
+e2e-node: $(STAMP) ## end to end on a real node: controllers, kubelet, the guard from its image (root)
+	AGENT_GUARD_E2E_NODE=1 $(BIN)/pytest -m e2e $(E2E_NODE_TESTS) $(ARGS)
 
 manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/} and manifests/authz/ from rules/ (commit the result)
 	$(BIN)/agent-guard manifests webhook --rules rules --without-ca-bundle --out manifests/base/webhook.yaml

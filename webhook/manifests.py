@@ -201,9 +201,13 @@ def authorization_kubeconfig(
     ca_bundle: str | None = None,
     ca_file: str | None = None,
     client_cert: tuple[str, str] | None = None,
+    tls_server_name: str = "",
 ) -> dict[str, Any]:
     """How the apiserver reaches ``/authorize``: the server URL and the CA (inline or a file path),
-    and optionally the client certificate and key it presents (for ``serve --client-ca``)."""
+    and optionally the client certificate and key it presents (for ``serve --client-ca``).
+
+    ``tls_server_name``: the name the guard's certificate must carry when the URL is an address
+    (a fixed ClusterIP, docs/deploy.md): the apiserver dials the IP and verifies the Service's name."""
     if (ca_bundle is None) == (ca_file is None):
         raise ValueError("give exactly one of ca_bundle or ca_file")
     cluster: dict[str, str] = {"server": base_url(url, "/authorize")}
@@ -214,6 +218,8 @@ def authorization_kubeconfig(
         cluster["certificate-authority-data"] = ca_bundle
     elif ca_file is not None:
         cluster["certificate-authority"] = ca_file
+    if tls_server_name:
+        cluster["tls-server-name"] = tls_server_name
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -240,6 +246,7 @@ def authorization_files(
     kubeconfig_path: str = DEFAULT_KUBECONFIG_PATH,
     unauthorized_ttl: str = UNAUTHORIZED_TTL,
     client_cert: tuple[str, str] | None = None,
+    tls_server_name: str = "",
 ) -> dict[str, str]:
     """``{file name: YAML text}`` for the authorizer: write both into one directory and start the
     kube-apiserver with ``--authorization-config=<dir>/authorization-config.yaml`` (the kubeconfig
@@ -248,7 +255,9 @@ def authorization_files(
     config = authorization_configuration(
         loaded, kubeconfig_path=kubeconfig_path, unauthorized_ttl=unauthorized_ttl
     )
-    kubeconfig = authorization_kubeconfig(url, ca_bundle=ca_bundle, ca_file=ca_file, client_cert=client_cert)
+    kubeconfig = authorization_kubeconfig(
+        url, ca_bundle=ca_bundle, ca_file=ca_file, client_cert=client_cert, tls_server_name=tls_server_name
+    )
     rendered = "rendered by `agent-guard manifests authz` from the policy: re-render, do not edit."
     return {
         CONFIG_FILE: _document(

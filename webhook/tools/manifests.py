@@ -54,6 +54,7 @@ def render_authz(args: argparse.Namespace) -> int:
             ca_file=args.ca_file,
             kubeconfig_path=args.kubeconfig_path,
             client_cert=(args.client_cert, args.client_key) if args.client_cert else None,
+            tls_server_name=args.tls_server_name,
         )
     except ValueError as exc:
         raise command.Failed(str(exc)) from None
@@ -149,6 +150,12 @@ def _add_authz(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=manifests.DEFAULT_AUTHZ_URL,
         help=f"where the kube-apiserver reaches the guard; /authorize is appended (default "
         f"{manifests.DEFAULT_AUTHZ_URL})",
+    )
+    parser.add_argument(
+        "--tls-server-name",
+        default="",
+        help="the name to verify in the guard's certificate when --url is an address, e.g. a fixed "
+        "ClusterIP: agent-guard.agent-guard-system.svc (docs/deploy.md)",
     )
     parser.add_argument(
         "--kubeconfig-path",
