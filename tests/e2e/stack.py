@@ -37,7 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,8 +164,20 @@ class Webhook:
         self.current = None
 
 
-def decisions(output: str) -> list[dict[str, Any]]:
-    """The decision lines (one JSON object per review) in a guard's output, oldest first."""
+# The guard writes decision lines from a thread of its own, within a few milliseconds of its answer
+# (webhook.decisionlog.Writer); a test reading what its request left in the log waits this long.
+LOG_LAG_SECONDS = 0.1
+
+
+def decisions(output: str | Callable[[], str]) -> list[dict[str, Any]]:
+    """The decision lines (one JSON object per review) in a guard's output, oldest first.
+
+    Given the function that reads the output, waits LOG_LAG_SECONDS first, so the lines of the
+    requests just answered are there (and a check that a line is absent is not passed early).
+    """
+    if callable(output):
+        time.sleep(LOG_LAG_SECONDS)
+        output = output()
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 

@@ -65,7 +65,7 @@ def never_asked_about(e2e: stack.Stack, client: kube.Client) -> None:
     user = CONTROLLER_USER if client is e2e.controller else processes.ADMIN_USER
     asked = [
         d
-        for d in stack.decisions(e2e.local_guard().output())
+        for d in stack.decisions(e2e.local_guard().output)
         if d["endpoint"] == "authorize" and d["user"] == user
     ]
     assert not asked, f"the guard was asked about {user}: {asked[:3]}"
@@ -354,7 +354,7 @@ def test_agent_lists_pods(scene: attacks.Scene, enforcing: stack.Stack) -> None:
     assert [pod.metadata.name for pod in everywhere.items] == ["web"]
     asked = [
         d
-        for d in stack.decisions(enforcing.local_guard().output())
+        for d in stack.decisions(enforcing.local_guard().output)
         if d["endpoint"] == "authorize" and d["resource"] == "pods" and d["namespace"] == scene.namespace
     ]
     assert asked and all(d["decision"] == "allow" and d["user"] == AGENT_USER for d in asked), asked
@@ -495,7 +495,7 @@ def test_rbac_prechecks_are_logged_for_what_they_are(scene: attacks.Scene, enfor
     assert enforcing.agent.request(kube.Request("POST", f"{rbac}/rolebindings", binding)).status == 201
     logged = {
         d["operation"]: d
-        for d in stack.decisions(enforcing.local_guard().output())
+        for d in stack.decisions(enforcing.local_guard().output)
         if d["endpoint"] == "authorize"
         and d["namespace"] == scene.namespace
         and d["operation"] in ("escalate", "bind")
