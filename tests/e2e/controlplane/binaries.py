@@ -90,6 +90,9 @@ KUBE_CONTROLLER_MANAGER = _kubernetes("kube-controller-manager")
 KUBE_PROXY = _kubernetes("kube-proxy")
 KUBE_SCHEDULER = _kubernetes("kube-scheduler")
 NODE_COMPONENTS = (KUBELET, KUBE_CONTROLLER_MANAGER, KUBE_PROXY, KUBE_SCHEDULER)
+# The kind node image (tests/e2e/kind) also carries kubeadm and kubectl of the same release.
+KUBEADM = _kubernetes("kubeadm")
+KUBECTL = _kubernetes("kubectl")
 
 
 def cache_root() -> Path:

@@ -251,6 +251,8 @@ class DockerEngine:
 
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    # Extra dockerd flags: `make e2e-kind` registers its capability-bounded runc (tests/e2e/kind/engine.py).
+    options: tuple[str, ...] = ()
 
     @property
     def socket(self) -> Path:
@@ -274,6 +276,7 @@ class DockerEngine:
                 "--ip-masq=false",
                 f"--cgroup-parent=/{host.BUILD_CGROUP_ROOT}",
                 "--exec-opt=native.cgroupdriver=cgroupfs",
+                *self.options,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
