@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+AUTHORIZER_ENV = "AGENT_GUARD_E2E_AUTHORIZER"  # "1": the cluster's apiserver authorizes through the guard
 
 
 class KubeconfigError(Exception):
@@ -51,7 +54,9 @@ class Kubeconfig:
 
     @property
     def guard_authorizer(self) -> bool:
-        return False  # the cluster's apiserver flags were fixed at its creation (kind-config.yaml)
+        # The apiserver's flags were fixed when the cluster was created; `make e2e-kind` creates it
+        # with the authorizer wired in (tests/e2e/kind-config.yaml) and says so here.
+        return os.environ.get(AUTHORIZER_ENV) == "1"
 
     @property
     def audit_log(self) -> Path | None:

@@ -12,11 +12,13 @@ control plane's binaries (``tests.gotools`` locks, logs and renames into place).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests import gotools
+from tests.e2e.controlplane import binaries
 
 HERE = Path(__file__).resolve().parent / "go"
 
@@ -55,3 +57,31 @@ ALL = (KIND, CRICTL, CTR, COREDNS)
 
 def ensure(tool: GoTool, progress: Callable[[str], None] = print) -> Path:
     return gotools.ensure(tool.tool(), progress)
+
+
+def main(arguments: list[str]) -> int:
+    """``python -m tests.e2e.kind.tools NAME...`` prints each cached binary's path (building it first);
+    names: kind, ctr, crictl, coredns and the Kubernetes release's kubectl, kubeadm."""
+    known = {tool.name: tool for tool in ALL}
+    kubernetes = {"kubectl": binaries.KUBECTL, "kubeadm": binaries.KUBEADM}
+    for name in arguments:
+        if name not in known and name not in kubernetes:
+            print(
+                f"e2e-kind: unknown tool {name!r} (known: {', '.join([*known, *kubernetes])})",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        for name in arguments:
+            if name in known:
+                print(ensure(known[name], lambda message: print(message, file=sys.stderr)))
+            else:
+                print(binaries.ensure(kubernetes[name], lambda message: print(message, file=sys.stderr)))
+    except gotools.BuildError as error:
+        print(f"e2e-kind: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
