@@ -61,7 +61,11 @@ t=$(stamp)
 if ! "$kind" get clusters 2>/dev/null | grep -qx "$cluster"; then
   created=1
   "$kind" create cluster --name "$cluster" --config "$workdir/kind-config.yaml" --wait 180s \
-    --kubeconfig "$kubeconfig" ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
+    --kubeconfig "$kubeconfig" ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} || {
+    say "kind create failed; with no registry, kind's node image cannot be pulled: load one into"
+    say "the engine and name it with KIND_NODE_IMAGE (building it here is not done yet, docs/kind.md)"
+    exit 1
+  }
 fi
 "$kind" get kubeconfig --name "$cluster" > "$kubeconfig"
 export KUBECONFIG="$kubeconfig"

@@ -19,6 +19,7 @@ drops the capabilities the host cannot grant, exactly what Docker 23+ does, and 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,8 @@ def stop(directory: Path) -> None:
     except ProcessLookupError:
         pass
     host.kill_processes_mentioning(str(directory))  # its containerd and shims, if any are left
+    for state in ("data", "exec"):  # images and containers of this run: the caches live elsewhere
+        shutil.rmtree(directory / state, ignore_errors=True)
     marker.unlink()
 
 
