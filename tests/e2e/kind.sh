@@ -7,8 +7,8 @@
 #   -> `pytest -m e2e` with AGENT_GUARD_E2E_KUBECONFIG pointing at the cluster.
 # Afterwards, also on failure, the cluster is deleted and an engine this script started is stopped;
 # KEEP=1 keeps both (then `KEEP=0 tests/e2e/kind.sh --co -q` or `make e2e-kind-down` cleans up).
-# KIND_CLUSTER names the cluster (default agent-guard-e2e); KIND_NODE_IMAGE picks the node image
-# (default: kind's own for its pinned version, which needs a registry; see docs/kind.md).
+# KIND_CLUSTER names the cluster (default agent-guard-e2e); KIND_NODE_IMAGE picks a node image
+# (default: one made here, offline, tests/e2e/kind/nodeimage.py; see docs/kind.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -55,17 +55,25 @@ rm -rf "$workdir/authz"
 "$bin/agent-guard" manifests authz --rules rules --cert-dir manifests/components/tls-secret/certs \
   --url https://10.96.0.250 --tls-server-name agent-guard.agent-guard-system.svc \
   --kubeconfig-path /etc/kubernetes/agent-guard/authz-kubeconfig.yaml --out "$workdir/authz"
-sed "s|AUTHZ_DIR|$workdir/authz|" tests/e2e/kind-config.yaml > "$workdir/kind-config.yaml"
+
+# The node image: KIND_NODE_IMAGE (e.g. a kindest/node from a registry: the three nodes of
+# kind-config.yaml with kindnetd), else the one made here from Debian packages and the suite's own
+# builds (tests/e2e/kind/nodeimage.py, cached): one node, the reference CNI plugins (docs/kind.md).
+t=$(stamp)
+if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
+  node_image="$KIND_NODE_IMAGE"
+  "$py" -m tests.e2e.kind.config "$workdir/authz" "$workdir/kind-config.yaml"
+else
+  node_image="$("$py" -m tests.e2e.kind.nodeimage)"
+  "$py" -m tests.e2e.kind.config "$workdir/authz" "$workdir/kind-config.yaml" --local
+fi
+say "node image $node_image ($(minutes "$t"))"
 
 t=$(stamp)
 if ! "$kind" get clusters 2>/dev/null | grep -qx "$cluster"; then
   created=1
   "$kind" create cluster --name "$cluster" --config "$workdir/kind-config.yaml" --wait 180s \
-    --kubeconfig "$kubeconfig" ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} || {
-    say "kind create failed; with no registry, kind's node image cannot be pulled: load one into"
-    say "the engine and name it with KIND_NODE_IMAGE (building it here is not done yet, docs/kind.md)"
-    exit 1
-  }
+    --kubeconfig "$kubeconfig" --image "$node_image"
 fi
 "$kind" get kubeconfig --name "$cluster" > "$kubeconfig"
 export KUBECONFIG="$kubeconfig"

@@ -1,0 +1,58 @@
+"""The kind cluster configuration ``make e2e-kind`` creates, from ``tests/e2e/kind-config.yaml``.
+
+``python -m tests.e2e.kind.config AUTHZ_DIR OUT [--local]`` writes ``OUT``: the file with the
+authorizer's rendered directory filled in. With ``--local`` (the node image made here,
+``tests.e2e.kind.nodeimage``) it is also adapted to what that image has:
+
+- **one node**: the image has no kindnetd (not buildable from the Go module proxy), so networking is
+  the reference CNI plugins from Debian, configured statically (``cni/10-bridge.conflist``, mounted
+  into the node; ``networking.disableDefaultCNI``). A bridge reaches the pods of its own node only;
+  more nodes would need routes between their pod CIDRs, which is a multi-node CNI's job. The
+  control-plane node then runs workloads (kind removes its taint when it is the only node).
+- **etcd by its own version**: the image carries the suite's etcd build, tagged with its release, and
+  kubeadm is pointed at that tag instead of its default.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests import reviews
+from tests.e2e.kind import nodeimage
+
+SOURCE = reviews.ROOT / "tests" / "e2e" / "kind-config.yaml"
+CONFLIST = Path(__file__).resolve().parent / "cni" / "10-bridge.conflist"
+PLACEHOLDER = "AUTHZ_DIR"
+
+
+def render(authz_dir: Path, *, local: bool) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(SOURCE.read_text().replace(PLACEHOLDER, str(authz_dir)))
+    if not local:
+        return config
+    config["nodes"] = [node for node in config["nodes"] if node["role"] == "control-plane"]
+    config["nodes"][0].setdefault("extraMounts", []).append(
+        {"hostPath": str(CONFLIST), "containerPath": "/etc/cni/net.d/10-bridge.conflist", "readOnly": True}
+    )
+    config.setdefault("networking", {})["disableDefaultCNI"] = True
+    config.setdefault("kubeadmConfigPatches", []).append(
+        yaml.safe_dump({"kind": "ClusterConfiguration", "etcd": {"local": {"imageTag": nodeimage.ETCD_TAG}}})
+    )
+    return config
+
+
+def main(arguments: list[str]) -> int:
+    local = "--local" in arguments
+    paths = [argument for argument in arguments if argument != "--local"]
+    if len(paths) != 2:
+        print("usage: python -m tests.e2e.kind.config AUTHZ_DIR OUT [--local]", file=sys.stderr)
+        return 2
+    Path(paths[1]).write_text(yaml.safe_dump(render(Path(paths[0]).resolve(), local=local), sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
