@@ -28,6 +28,15 @@ kind="${KIND:-$("$py" -m tests.e2e.kind.tools kind)}"
 kubectl="${KUBECTL:-$("$py" -m tests.e2e.kind.tools kubectl)}"
 say "tools ready ($(minutes "$t")): $kind, $kubectl"
 
+# The guard's image, built from the project's Dockerfile by the image build's own short-lived engine
+# (tests/e2e/controlplane/images.py, shared with make e2e-node; cached by its inputs), before this
+# script's engine starts: that build's teardown checks the host, which a running cluster changes.
+t=$(stamp)
+archive="$("$py" -c 'import sys
+from tests.e2e.controlplane import images
+print(images.guard_archive(sys.argv[1], lambda m: print(m, file=sys.stderr)))' "$image")"
+say "image archive $archive ($(minutes "$t"))"
+
 t=$(stamp)
 DOCKER_HOST="$("$py" -m tests.e2e.kind.engine start "$workdir/engine")"
 export DOCKER_HOST
@@ -79,11 +88,8 @@ fi
 export KUBECONFIG="$kubeconfig"
 say "cluster $cluster ready ($(minutes "$t"))"
 
-# The guard's image, built from the project's Dockerfile (cached by its inputs), loaded into the nodes.
+# The guard's image into the engine and the nodes.
 t=$(stamp)
-archive="$("$py" -c 'import sys
-from tests.e2e.controlplane import images
-print(images.guard_archive(sys.argv[1], lambda m: print(m, file=sys.stderr)))' "$image")"
 loaded="$("$docker" load --input "$archive" | sed -n 's/^Loaded image: //p' | head -1)"
 [[ "$loaded" == "$image" ]] || "$docker" tag "$loaded" "$image"
 "$kind" load docker-image "$image" --name "$cluster"

@@ -290,6 +290,9 @@ class DockerEngine:
     process: subprocess.Popen[bytes] | None = None
     # Extra dockerd flags: `make e2e-kind` registers its capability-bounded runc (tests/e2e/kind/engine.py).
     options: tuple[str, ...] = ()
+    # Where its containers' cgroups go: the image build's teardown kills what is left under its own,
+    # so an engine that outlives a build (e2e-kind's) must use another.
+    cgroup_parent: str = host.BUILD_CGROUP_ROOT
 
     @property
     def socket(self) -> Path:
@@ -311,7 +314,7 @@ class DockerEngine:
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
-                f"--cgroup-parent=/{host.BUILD_CGROUP_ROOT}",
+                f"--cgroup-parent=/{self.cgroup_parent}",
                 "--exec-opt=native.cgroupdriver=cgroupfs",
                 *self.options,
             ],

@@ -29,6 +29,7 @@ from tests.e2e.controlplane import host, images
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE / "runc-bounded"
+CGROUP_PARENT = "kag-kind-e2e"  # the nodes' cgroups: apart from the guard image build's (kag-node-e2e-build)
 
 
 def answers(docker_host: str | None) -> bool:
@@ -40,6 +41,7 @@ def engine(directory: Path) -> images.DockerEngine:
     return images.DockerEngine(
         directory,
         options=(f"--add-runtime=bounded={RUNTIME}", "--default-runtime=bounded"),
+        cgroup_parent=CGROUP_PARENT,
     )
 
 
@@ -83,6 +85,7 @@ def stop(directory: Path) -> None:
     except ProcessLookupError:
         pass
     host.kill_processes_mentioning(str(directory))  # its containerd and shims, if any are left
+    host.remove_cgroups(CGROUP_PARENT)
     for state in ("data", "exec"):  # images and containers of this run: the caches live elsewhere
         shutil.rmtree(directory / state, ignore_errors=True)
     marker.unlink()
