@@ -93,6 +93,23 @@ class InClusterStack(stack.Stack):
 
     deployment_path: str = ""
     events: list[str] = field(default_factory=list)  # what the suite did to the Deployment, for diagnostics
+    registration: dict[str, Any] = field(default_factory=dict)  # the deployed configuration, as found
+
+    def guard_output(self) -> str:
+        return self.guard_logs()
+
+    def reinstall_webhook(self) -> None:
+        """The deployed configuration as it was found (a scenario deleted it), then wait for denials."""
+        body = {key: value for key, value in self.registration.items() if key != "status"}
+        body["metadata"] = {
+            key: value
+            for key, value in self.registration.get("metadata", {}).items()
+            if key in ("name", "labels", "annotations")
+        }
+        path = f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}"
+        if self.admin.request(kube.Request("GET", path)).status == 404:
+            self.admin.ok(kube.Request("POST", stack.WEBHOOK_CONFIGURATIONS, body))
+        self.wait_for(enforcing_answer, "get enforcing answers from the deployed guard again")
 
     # --- observing the apiserver ----------------------------------------------------------------
 
@@ -298,6 +315,7 @@ def up(target: cluster.Target, workdir: Path) -> Iterator[InClusterStack]:
         guard=None,
         guards=[],
         authorizer=target.guard_authorizer,
+        registration=configuration,
         deployment_path=f"/apis/apps/v1/namespaces/{loaded.guard_namespace}/deployments/{DEPLOYMENT}",
     )
     deployed.wait_for_rollout(int(deployed.deployment()["spec"].get("replicas", 1)))
