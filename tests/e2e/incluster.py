@@ -13,11 +13,13 @@ restore it afterwards:
 - dry-run mode (``in_mode``): ``--mode=<mode>`` appended to the container's args, wait for the
   rollout, then for the apiserver to get dry-run answers; the decision log is read from the pods'
   logs (``guard_logs``);
-- blast radius (``scaled_down``): the Deployment scaled to 0 until the apiserver cannot reach the
-  guard any more (``failurePolicy: Fail`` then answers the agent with HTTP 500).
+- blast radius (``admission_unreachable``): the registration's Service port pointed at a dead one
+  until the apiserver cannot reach ``/validate`` (``failurePolicy: Fail`` then answers the agent with
+  HTTP 500) while ``/authorize`` still answers; ``scaled_down`` (the Deployment at 0) takes both down.
 
-The cluster's apiserver flags were fixed when it was created (``kind-config.yaml`` does not pass
-``--authorization-config``), so ``authorizer`` stays False: the attack rows are expected from admission
+The cluster's apiserver flags were fixed when it was created; ``make e2e-kind`` wires the authorizer in
+(``kind-config.yaml``) and says so (``AGENT_GUARD_E2E_AUTHORIZER=1``). Without it ``authorizer`` stays
+False: the attack rows are expected from admission
 and the authorizer's own scenarios skip (``conftest.require_authorizer``).
 
 Every wait ends on an observation of the apiserver's behaviour (the agent's server-side dry-run
@@ -49,6 +51,7 @@ ROLLOUT_TIMEOUT_SECONDS = 240.0
 PROBE_TIMEOUT_SECONDS = 120.0
 PROBES_IN_A_ROW = 6  # the Service balances across replicas; six answers in a row reach both
 FIELD_MANAGER = "agent-guard-e2e"
+UNREACHABLE_PORT = 1  # a Service port the guard's Service does not have: admission cannot reach it
 DENIED_BY_US = f'admission webhook "{manifests.WEBHOOK_NAME}" denied the request'
 
 
@@ -228,6 +231,33 @@ class InClusterStack(stack.Stack):
             self.events.append(f"scaled 0 -> {replicas} (restored)")
             self._scale(replicas)
             self.wait_for_rollout(replicas)
+            self.enforcing()
+
+    @contextlib.contextmanager
+    def admission_unreachable(self) -> Iterator[None]:
+        """Only ``/validate`` down: the registration's Service port pointed at one nothing listens on,
+        while the replicas keep serving ``/authorize`` (the authorizer dials the Service's ClusterIP
+        on its real port). Restored
+        on exit, as found."""
+        path = f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}"
+        hooks = self.admin.ok(kube.Request("GET", path)).body["webhooks"]
+        ports = [hook["clientConfig"]["service"].get("port", 443) for hook in hooks]
+
+        def patch(to: list[int]) -> None:
+            operations = [
+                {"op": "add", "path": f"/webhooks/{index}/clientConfig/service/port", "value": port}
+                for index, port in enumerate(to)
+            ]
+            self.admin.ok(kube.Request("PATCH", path, operations, content_type="application/json-patch+json"))
+
+        self.events.append(f"webhook service port {ports} -> {UNREACHABLE_PORT}")
+        patch([UNREACHABLE_PORT] * len(ports))
+        try:
+            self.wait_for(unreachable_answer, "fail to reach the guard's /validate")
+            yield
+        finally:
+            self.events.append(f"webhook service port {UNREACHABLE_PORT} -> {ports} (restored)")
+            patch(ports)
             self.enforcing()
 
     def _scale(self, replicas: int) -> None:

@@ -9,6 +9,7 @@ authorizer's rendered directory filled in. With ``--local`` (the node image made
   into the node; ``networking.disableDefaultCNI``). A bridge reaches the pods of its own node only;
   more nodes would need routes between their pod CIDRs, which is a multi-node CNI's job. The
   control-plane node then runs workloads (kind removes its taint when it is the only node).
+- **room for the suite's pods**: ``maxPods`` 250 instead of 110, the whole suite's pods on one node.
 - **etcd by its own version**: the image carries the suite's etcd build, tagged with its release, and
   kubeadm is pointed at that tag instead of its default.
 """
@@ -27,6 +28,7 @@ from tests.e2e.kind import nodeimage
 SOURCE = reviews.ROOT / "tests" / "e2e" / "kind-config.yaml"
 CONFLIST = Path(__file__).resolve().parent / "cni" / "10-bridge.conflist"
 PLACEHOLDER = "AUTHZ_DIR"
+MAX_PODS = 250  # within the node's /24 of pod addresses (cni/10-bridge.conflist)
 
 
 def render(authz_dir: Path, *, local: bool) -> dict[str, Any]:
@@ -38,8 +40,14 @@ def render(authz_dir: Path, *, local: bool) -> dict[str, Any]:
         {"hostPath": str(CONFLIST), "containerPath": "/etc/cni/net.d/10-bridge.conflist", "readOnly": True}
     )
     config.setdefault("networking", {})["disableDefaultCNI"] = True
-    config.setdefault("kubeadmConfigPatches", []).append(
-        yaml.safe_dump({"kind": "ClusterConfiguration", "etcd": {"local": {"imageTag": nodeimage.ETCD_TAG}}})
+    config.setdefault("kubeadmConfigPatches", []).extend(
+        [
+            yaml.safe_dump(
+                {"kind": "ClusterConfiguration", "etcd": {"local": {"imageTag": nodeimage.ETCD_TAG}}}
+            ),
+            # Every scenario's pods land on this one node (the kubelet's default allows 110).
+            yaml.safe_dump({"kind": "KubeletConfiguration", "maxPods": MAX_PODS}),
+        ]
     )
     return config
 
