@@ -60,7 +60,7 @@ trap cleanup EXIT
 # dials the guard's Service on its fixed ClusterIP (components/fixed-cluster-ip) and checks the
 # Service's name in the certificate.
 make manifests deploy-certs ARGS=
-rm -rf "$workdir/authz"
+rm -rf "$workdir/authz" "$workdir/audit"
 "$bin/agent-guard" manifests authz --rules rules --cert-dir manifests/components/tls-secret/certs \
   --url https://10.96.0.250 --tls-server-name agent-guard.agent-guard-system.svc \
   --kubeconfig-path /etc/kubernetes/agent-guard/authz-kubeconfig.yaml --out "$workdir/authz"
@@ -103,5 +103,6 @@ say "guard installed ($(minutes "$t"))"
 # The suite registers nothing itself when given a cluster: the guard above is what it exercises,
 # as admission webhook and (through the control plane's --authorization-config) as authorizer.
 t=$(stamp)
-AGENT_GUARD_E2E_AUTHORIZER=1 AGENT_GUARD_E2E_KUBECONFIG="$kubeconfig" "$bin/pytest" -m e2e "$@"
+AGENT_GUARD_E2E_AUTHORIZER=1 AGENT_GUARD_E2E_AUDIT_LOG="$workdir/audit/audit.log" \
+  AGENT_GUARD_E2E_KUBECONFIG="$kubeconfig" "$bin/pytest" -m e2e "$@"
 say "suite done ($(minutes "$t"))"

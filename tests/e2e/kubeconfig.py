@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+AUDIT_LOG_ENV = "AGENT_GUARD_E2E_AUDIT_LOG"  # the cluster's apiserver audit log, readable here
 AUTHORIZER_ENV = "AGENT_GUARD_E2E_AUTHORIZER"  # "1": the cluster's apiserver authorizes through the guard
 
 
@@ -60,7 +61,10 @@ class Kubeconfig:
 
     @property
     def audit_log(self) -> Path | None:
-        return None  # on the control plane node, not on this machine
+        # On the control-plane node, unless the cluster writes it where this machine reads it
+        # (make e2e-kind mounts a directory of its own for it and says where).
+        found = os.environ.get(AUDIT_LOG_ENV)
+        return Path(found) if found else None
 
     def guard_url(self, port: int) -> str:
         raise NoLocalGuard(
