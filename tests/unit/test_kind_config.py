@@ -26,13 +26,22 @@ def test_the_authorizer_directory_is_mounted_and_passed_to_the_apiserver() -> No
     )
     [cluster] = [p for p in patches(rendered) if p["kind"] == "ClusterConfiguration"]
     api = cluster["apiServer"]
-    assert api["extraArgs"] == {
-        "authorization-config": "/etc/kubernetes/agent-guard/authorization-config.yaml"
-    }
+    assert api["extraArgs"]["authorization-config"] == "/etc/kubernetes/agent-guard/authorization-config.yaml"
     assert "authorization-mode" not in api["extraArgs"]  # kubeadm leaves it out; both would be refused
-    [volume] = api["extraVolumes"]
+    volume = next(v for v in api["extraVolumes"] if v["name"] == "agent-guard")
     assert volume["hostPath"] == volume["mountPath"] == "/etc/kubernetes/agent-guard" and volume["readOnly"]
     assert len(rendered["nodes"]) == 3 and "networking" not in rendered
+
+
+def test_the_audit_log_is_written_where_the_suite_reads_it() -> None:
+    rendered = config.render(AUTHZ, local=False, audit_dir=Path("/tmp/audit-here"))
+    [control_plane] = [node for node in rendered["nodes"] if node["role"] == "control-plane"]
+    mounts = {mount["containerPath"]: mount["hostPath"] for mount in control_plane["extraMounts"]}
+    api = next(p for p in patches(rendered) if p["kind"] == "ClusterConfiguration")["apiServer"]
+    log_dir = str(Path(api["extraArgs"]["audit-log-path"]).parent)
+    assert mounts[log_dir] == "/tmp/audit-here"
+    assert any(v["mountPath"] == v["hostPath"] == log_dir for v in api["extraVolumes"])
+    assert Path(api["extraArgs"]["audit-policy-file"]).parent == Path(log_dir)
 
 
 def test_the_local_node_image_gets_one_node_the_reference_plugins_and_its_etcd() -> None:
