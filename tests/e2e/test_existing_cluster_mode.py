@@ -60,15 +60,16 @@ def whoami(client: kube.Client) -> dict[str, Any]:
 
 def test_kubeconfig_target_acts_as_its_identity(enforcing: stack.Stack, tmp_path: Path) -> None:
     """A kind-shaped kubeconfig's client is exactly its identity (and the agent's is judged as the agent)."""
-    if enforcing.target.guard_in_cluster:
-        pytest.skip("this session's cluster already comes from a kubeconfig")
-    admin_config = kind_shaped(
-        enforcing.target.server,
-        enforcing.target.ca_file,
-        "admin",
-        enforcing.target.admin_token,
-        tmp_path / "a",
-    )
+    if isinstance(enforcing.target, kubeconfig.Kubeconfig):
+        admin_config = enforcing.target.path  # this session's own (make e2e-kind: kind's), read again
+    else:
+        admin_config = kind_shaped(
+            enforcing.target.server,
+            enforcing.target.ca_file,
+            "admin",
+            enforcing.target.admin_token,
+            tmp_path / "a",
+        )
     target = kubeconfig.load(admin_config, tmp_path / "work")
     assert target.ca_file.read_bytes() == enforcing.target.ca_file.read_bytes()
     admin = kube.admin(target)
