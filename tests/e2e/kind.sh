@@ -23,6 +23,8 @@ stamp() { date +%s; }
 minutes() { awk -v s="$1" -v e="$(stamp)" 'BEGIN { printf "%.1f min", (e - s) / 60 }'; }
 
 mkdir -p "$workdir"
+exec 9>"$workdir/.lock"  # one run per worktree: a second one would share the engine directory
+flock -n 9 || { say "another make e2e-kind runs in this worktree ($workdir)"; exit 2; }
 t=$(stamp)
 kind="${KIND:-$("$py" -m tests.e2e.kind.tools kind)}"
 kubectl="${KUBECTL:-$("$py" -m tests.e2e.kind.tools kubectl)}"

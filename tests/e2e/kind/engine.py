@@ -86,6 +86,8 @@ def stop(directory: Path) -> None:
         pass
     host.kill_processes_mentioning(str(directory))  # its containerd and shims, if any are left
     host.remove_cgroups(CGROUP_PARENT)
+    # dockerd bind-mounts its data root (and, killed, may leave overlay and netns mounts under it).
+    host.unmount(point for point in host.mountpoints() if point.startswith(f"{directory}/"))
     for state in ("data", "exec"):  # images and containers of this run: the caches live elsewhere
         shutil.rmtree(directory / state, ignore_errors=True)
     marker.unlink()
