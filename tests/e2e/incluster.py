@@ -13,11 +13,13 @@ restore it afterwards:
 - dry-run mode (``in_mode``): ``--mode=<mode>`` appended to the container's args, wait for the
   rollout, then for the apiserver to get dry-run answers; the decision log is read from the pods'
   logs (``guard_logs``);
-- blast radius (``scaled_down``): the Deployment scaled to 0 until the apiserver cannot reach the
-  guard any more (``failurePolicy: Fail`` then answers the agent with HTTP 500).
+- blast radius (``admission_unreachable``): the registration's Service port pointed at a dead one
+  until the apiserver cannot reach ``/validate`` (``failurePolicy: Fail`` then answers the agent with
+  HTTP 500) while ``/authorize`` still answers; ``scaled_down`` (the Deployment at 0) takes both down.
 
-The cluster's apiserver flags were fixed when it was created (``kind-config.yaml`` does not pass
-``--authorization-config``), so ``authorizer`` stays False: the attack rows are expected from admission
+The cluster's apiserver flags were fixed when it was created; ``make e2e-kind`` wires the authorizer in
+(``kind-config.yaml``) and says so (``AGENT_GUARD_E2E_AUTHORIZER=1``). Without it ``authorizer`` stays
+False: the attack rows are expected from admission
 and the authorizer's own scenarios skip (``conftest.require_authorizer``).
 
 Every wait ends on an observation of the apiserver's behaviour (the agent's server-side dry-run
@@ -49,6 +51,7 @@ ROLLOUT_TIMEOUT_SECONDS = 240.0
 PROBE_TIMEOUT_SECONDS = 120.0
 PROBES_IN_A_ROW = 6  # the Service balances across replicas; six answers in a row reach both
 FIELD_MANAGER = "agent-guard-e2e"
+UNREACHABLE_PORT = 1  # a Service port the guard's Service does not have: admission cannot reach it
 DENIED_BY_US = f'admission webhook "{manifests.WEBHOOK_NAME}" denied the request'
 
 
@@ -93,6 +96,23 @@ class InClusterStack(stack.Stack):
 
     deployment_path: str = ""
     events: list[str] = field(default_factory=list)  # what the suite did to the Deployment, for diagnostics
+    registration: dict[str, Any] = field(default_factory=dict)  # the deployed configuration, as found
+
+    def guard_output(self) -> str:
+        return self.guard_logs()
+
+    def reinstall_webhook(self) -> None:
+        """The deployed configuration as it was found (a scenario deleted it), then wait for denials."""
+        body = {key: value for key, value in self.registration.items() if key != "status"}
+        body["metadata"] = {
+            key: value
+            for key, value in self.registration.get("metadata", {}).items()
+            if key in ("name", "labels", "annotations")
+        }
+        path = f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}"
+        if self.admin.request(kube.Request("GET", path)).status == 404:
+            self.admin.ok(kube.Request("POST", stack.WEBHOOK_CONFIGURATIONS, body))
+        self.wait_for(enforcing_answer, "get enforcing answers from the deployed guard again")
 
     # --- observing the apiserver ----------------------------------------------------------------
 
@@ -231,6 +251,33 @@ class InClusterStack(stack.Stack):
             self.wait_for_rollout(replicas)
             self.enforcing()
 
+    @contextlib.contextmanager
+    def admission_unreachable(self) -> Iterator[None]:
+        """Only ``/validate`` down: the registration's Service port pointed at one nothing listens on,
+        while the replicas keep serving ``/authorize`` (the authorizer dials the Service's ClusterIP
+        on its real port). Restored
+        on exit, as found."""
+        path = f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}"
+        hooks = self.admin.ok(kube.Request("GET", path)).body["webhooks"]
+        ports = [hook["clientConfig"]["service"].get("port", 443) for hook in hooks]
+
+        def patch(to: list[int]) -> None:
+            operations = [
+                {"op": "add", "path": f"/webhooks/{index}/clientConfig/service/port", "value": port}
+                for index, port in enumerate(to)
+            ]
+            self.admin.ok(kube.Request("PATCH", path, operations, content_type="application/json-patch+json"))
+
+        self.events.append(f"webhook service port {ports} -> {UNREACHABLE_PORT}")
+        patch([UNREACHABLE_PORT] * len(ports))
+        try:
+            self.wait_for(unreachable_answer, "fail to reach the guard's /validate")
+            yield
+        finally:
+            self.events.append(f"webhook service port {UNREACHABLE_PORT} -> {ports} (restored)")
+            patch(ports)
+            self.enforcing()
+
     def _scale(self, replicas: int) -> None:
         self.admin.ok(
             kube.Request(
@@ -316,6 +363,7 @@ def up(target: cluster.Target, workdir: Path) -> Iterator[InClusterStack]:
         guard=None,
         guards=[],
         authorizer=target.guard_authorizer,
+        registration=configuration,
         deployment_path=f"/apis/apps/v1/namespaces/{loaded.guard_namespace}/deployments/{DEPLOYMENT}",
     )
     deployed.wait_for_rollout(int(deployed.deployment()["spec"].get("replicas", 1)))

@@ -1,44 +1,110 @@
 #!/usr/bin/env bash
-# make e2e-kind: the end-to-end suite against a kind cluster instead of local processes.
-#   create the cluster -> build the image and load it into the nodes -> deploy the kind overlay
-#   -> wait for the rollout -> run `pytest -m e2e` with AGENT_GUARD_E2E_KUBECONFIG pointing at it.
-# Needs Docker (a running engine), kind and kubectl on PATH. KEEP=1 keeps the cluster afterwards;
-# KIND_CLUSTER names it (default agent-guard-e2e); KIND_NODE_IMAGE picks the Kubernetes version.
+# make e2e-kind: the end-to-end suite against a kind cluster, in kubeconfig mode, both webhooks wired.
+#   a Docker engine (the caller's, or its own: tests/e2e/kind/engine.py) -> kind, kubectl from the Go
+#   module proxy (cached in ~/.cache/kube-agent-guard) -> certificates and the authorizer's files
+#   -> the cluster (tests/e2e/kind-config.yaml: kubeadm patches put the authorizer into kube-apiserver)
+#   -> the guard's image from the Dockerfile, loaded into the nodes -> manifests/overlays/kind
+#   -> `pytest -m e2e` with AGENT_GUARD_E2E_KUBECONFIG pointing at the cluster.
+# Afterwards, also on failure, the cluster is deleted and an engine this script started is stopped;
+# KEEP=1 keeps both (then `KEEP=0 tests/e2e/kind.sh --co -q` or `make e2e-kind-down` cleans up).
+# KIND_CLUSTER names the cluster (default agent-guard-e2e); KIND_NODE_IMAGE picks a node image
+# (default: one made here, offline, tests/e2e/kind/nodeimage.py; see docs/kind.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 cluster="${KIND_CLUSTER:-agent-guard-e2e}"
 image="agent-guard:dev"  # what manifests/overlays/kind deploys, with imagePullPolicy: Never
-workdir=".e2e/kind"
+workdir="$PWD/.e2e/kind"
 kubeconfig="$workdir/kubeconfig"
 bin=".venv/bin"
-kubectl="${KUBECTL:-kubectl}"
-docker="${DOCKER:-docker}"
-kind="${KIND:-kind}"
-
-for tool in "$docker" "$kind" "$kubectl"; do
-  command -v "$tool" >/dev/null || { echo "e2e-kind: $tool is not installed (needs Docker, kind and kubectl)" >&2; exit 2; }
-done
-"$docker" info >/dev/null 2>&1 || { echo "e2e-kind: no Docker engine is reachable ($docker info failed)" >&2; exit 2; }
+py="$bin/python"
+say() { echo "e2e-kind: $*" >&2; }
+stamp() { date +%s; }
+minutes() { awk -v s="$1" -v e="$(stamp)" 'BEGIN { printf "%.1f min", (e - s) / 60 }'; }
 
 mkdir -p "$workdir"
-if ! "$kind" get clusters | grep -qx "$cluster"; then
-  "$kind" create cluster --name "$cluster" --config tests/e2e/kind-config.yaml --wait 120s \
-    ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
-fi
+exec 9>"$workdir/.lock"  # one run per worktree: a second one would share the engine directory
+flock -n 9 || { say "another make e2e-kind runs in this worktree ($workdir)"; exit 2; }
+t=$(stamp)
+kind="${KIND:-$("$py" -m tests.e2e.kind.tools kind)}"
+kubectl="${KUBECTL:-$("$py" -m tests.e2e.kind.tools kubectl)}"
+say "tools ready ($(minutes "$t")): $kind, $kubectl"
+
+# The guard's image, built from the project's Dockerfile by the image build's own short-lived engine
+# (tests/e2e/controlplane/images.py, shared with make e2e-node; cached by its inputs), before this
+# script's engine starts: that build's teardown checks the host, which a running cluster changes.
+t=$(stamp)
+archive="$("$py" -c 'import sys
+from tests.e2e.controlplane import images
+print(images.guard_archive(sys.argv[1], lambda m: print(m, file=sys.stderr)))' "$image")"
+say "image archive $archive ($(minutes "$t"))"
+
+t=$(stamp)
+DOCKER_HOST="$("$py" -m tests.e2e.kind.engine start "$workdir/engine")"
+export DOCKER_HOST
+docker="${DOCKER:-docker}"
+say "Docker engine at $DOCKER_HOST ($(minutes "$t"))"
+
+created=0
 cleanup() {
-  if [[ "${KEEP:-0}" != 1 ]]; then "$kind" delete cluster --name "$cluster"; fi
+  local status=$?
+  if [[ "${KEEP:-0}" == 1 ]]; then
+    say "KEEP=1: cluster $cluster and DOCKER_HOST=$DOCKER_HOST left running"
+  else
+    if [[ $created == 1 ]]; then "$kind" delete cluster --name "$cluster" || status=1; fi
+    "$py" -m tests.e2e.kind.engine stop "$workdir/engine" || status=1
+  fi
+  exit "$status"
 }
 trap cleanup EXIT
+
+# The guard's certificates, and the authorizer's files for the kind control plane: the apiserver
+# dials the guard's Service on its fixed ClusterIP (components/fixed-cluster-ip) and checks the
+# Service's name in the certificate.
+make manifests deploy-certs ARGS=
+rm -rf "$workdir/authz" "$workdir/audit"
+"$bin/agent-guard" manifests authz --rules rules --cert-dir manifests/components/tls-secret/certs \
+  --url https://10.96.0.250 --tls-server-name agent-guard.agent-guard-system.svc \
+  --kubeconfig-path /etc/kubernetes/agent-guard/authz-kubeconfig.yaml --out "$workdir/authz"
+
+# The node image: KIND_NODE_IMAGE (e.g. a kindest/node from a registry: the three nodes of
+# kind-config.yaml with kindnetd), else the one made here from Debian packages and the suite's own
+# builds (tests/e2e/kind/nodeimage.py, cached): one node, the reference CNI plugins (docs/kind.md).
+t=$(stamp)
+if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
+  node_image="$KIND_NODE_IMAGE"
+  "$py" -m tests.e2e.kind.config "$workdir/authz" "$workdir/kind-config.yaml"
+else
+  node_image="$("$py" -m tests.e2e.kind.nodeimage)"
+  "$py" -m tests.e2e.kind.config "$workdir/authz" "$workdir/kind-config.yaml" --local
+fi
+say "node image $node_image ($(minutes "$t"))"
+
+t=$(stamp)
+if ! "$kind" get clusters 2>/dev/null | grep -qx "$cluster"; then
+  created=1
+  "$kind" create cluster --name "$cluster" --config "$workdir/kind-config.yaml" --wait 180s \
+    --kubeconfig "$kubeconfig" --image "$node_image"
+fi
 "$kind" get kubeconfig --name "$cluster" > "$kubeconfig"
 export KUBECONFIG="$kubeconfig"
+say "cluster $cluster ready ($(minutes "$t"))"
 
-make image IMAGE="$image" DOCKER="$docker"
+# The guard's image into the engine and the nodes.
+t=$(stamp)
+loaded="$("$docker" load --input "$archive" | sed -n 's/^Loaded image: //p' | head -1)"
+[[ "$loaded" == "$image" ]] || "$docker" tag "$loaded" "$image"
 "$kind" load docker-image "$image" --name "$cluster"
+say "image $image loaded ($(minutes "$t"))"
 
-make manifests deploy-certs ARGS=
+t=$(stamp)
 "$kubectl" apply --server-side -k manifests/overlays/kind
 "$kubectl" -n agent-guard-system rollout status deployment/agent-guard --timeout=180s
+say "guard installed ($(minutes "$t"))"
 
-# The suite registers nothing itself when given a cluster: the guard above is what it exercises.
-AGENT_GUARD_E2E_KUBECONFIG="$PWD/$kubeconfig" "$bin/pytest" -m e2e "$@"
+# The suite registers nothing itself when given a cluster: the guard above is what it exercises,
+# as admission webhook and (through the control plane's --authorization-config) as authorizer.
+t=$(stamp)
+AGENT_GUARD_E2E_AUTHORIZER=1 AGENT_GUARD_E2E_AUDIT_LOG="$workdir/audit/audit.log" \
+  AGENT_GUARD_E2E_KUBECONFIG="$kubeconfig" "$bin/pytest" -m e2e "$@"
+say "suite done ($(minutes "$t"))"

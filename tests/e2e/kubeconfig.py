@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+AUDIT_LOG_ENV = "AGENT_GUARD_E2E_AUDIT_LOG"  # the cluster's apiserver audit log, readable here
+AUTHORIZER_ENV = "AGENT_GUARD_E2E_AUTHORIZER"  # "1": the cluster's apiserver authorizes through the guard
 
 
 class KubeconfigError(Exception):
@@ -51,11 +55,16 @@ class Kubeconfig:
 
     @property
     def guard_authorizer(self) -> bool:
-        return False  # the cluster's apiserver flags were fixed at its creation (kind-config.yaml)
+        # The apiserver's flags were fixed when the cluster was created; `make e2e-kind` creates it
+        # with the authorizer wired in (tests/e2e/kind-config.yaml) and says so here.
+        return os.environ.get(AUTHORIZER_ENV) == "1"
 
     @property
     def audit_log(self) -> Path | None:
-        return None  # on the control plane node, not on this machine
+        # On the control-plane node, unless the cluster writes it where this machine reads it
+        # (make e2e-kind mounts a directory of its own for it and says where).
+        found = os.environ.get(AUDIT_LOG_ENV)
+        return Path(found) if found else None
 
     def guard_url(self, port: int) -> str:
         raise NoLocalGuard(

@@ -334,6 +334,15 @@ class Stack:
             raise StackError("the guard runs in the cluster: there is no local guard process")
         return self.guard
 
+    def guard_output(self) -> str:
+        """What the guard has logged (its decision lines): the local process's output here, the
+        deployed pods' logs in a cluster (``incluster.InClusterStack``)."""
+        return self.local_guard().output()
+
+    def reinstall_webhook(self) -> None:
+        """The webhook configuration again, after a scenario deleted it, and used by the apiserver."""
+        self.webhook.reinstall(self.local_guard())
+
     def start_guard(self, *arguments: str) -> serving.Guard:
         """``agent-guard serve <arguments>`` on the authorizer's port (nothing may be listening there)."""
         if not self.port:

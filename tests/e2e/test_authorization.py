@@ -64,9 +64,7 @@ def never_asked_about(e2e: stack.Stack, client: kube.Client) -> None:
     """No ``/authorize`` line for this caller: the matchConditions (or system:masters) kept it away."""
     user = CONTROLLER_USER if client is e2e.controller else processes.ADMIN_USER
     asked = [
-        d
-        for d in stack.decisions(e2e.local_guard().output)
-        if d["endpoint"] == "authorize" and d["user"] == user
+        d for d in stack.decisions(e2e.guard_output) if d["endpoint"] == "authorize" and d["user"] == user
     ]
     assert not asked, f"the guard was asked about {user}: {asked[:3]}"
 
@@ -191,7 +189,7 @@ def test_admin_deletes_and_recreates_the_webhook_configuration(enforcing: stack.
         api.delete_validating_webhook_configuration(manifests.CONFIGURATION_NAME)
         assert enforcing.admin.request(kube.Request("GET", VWC_PATH)).status == 404
     finally:
-        enforcing.webhook.reinstall(enforcing.local_guard())  # and proves the apiserver calls the guard again
+        enforcing.reinstall_webhook()  # and proves the apiserver calls the guard again
     assert enforcing.admin.request(kube.Request("GET", VWC_PATH)).status == 200
 
 
@@ -354,7 +352,7 @@ def test_agent_lists_pods(scene: attacks.Scene, enforcing: stack.Stack) -> None:
     assert [pod.metadata.name for pod in everywhere.items] == ["web"]
     asked = [
         d
-        for d in stack.decisions(enforcing.local_guard().output)
+        for d in stack.decisions(enforcing.guard_output)
         if d["endpoint"] == "authorize" and d["resource"] == "pods" and d["namespace"] == scene.namespace
     ]
     assert asked and all(d["decision"] == "allow" and d["user"] == AGENT_USER for d in asked), asked
@@ -495,7 +493,7 @@ def test_rbac_prechecks_are_logged_for_what_they_are(scene: attacks.Scene, enfor
     assert enforcing.agent.request(kube.Request("POST", f"{rbac}/rolebindings", binding)).status == 201
     logged = {
         d["operation"]: d
-        for d in stack.decisions(enforcing.local_guard().output)
+        for d in stack.decisions(enforcing.guard_output)
         if d["endpoint"] == "authorize"
         and d["namespace"] == scene.namespace
         and d["operation"] in ("escalate", "bind")

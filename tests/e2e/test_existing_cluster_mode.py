@@ -60,20 +60,22 @@ def whoami(client: kube.Client) -> dict[str, Any]:
 
 def test_kubeconfig_target_acts_as_its_identity(enforcing: stack.Stack, tmp_path: Path) -> None:
     """A kind-shaped kubeconfig's client is exactly its identity (and the agent's is judged as the agent)."""
-    if enforcing.target.guard_in_cluster:
-        pytest.skip("this session's cluster already comes from a kubeconfig")
-    admin_config = kind_shaped(
-        enforcing.target.server,
-        enforcing.target.ca_file,
-        "admin",
-        enforcing.target.admin_token,
-        tmp_path / "a",
-    )
+    if isinstance(enforcing.target, kubeconfig.Kubeconfig):
+        admin_config = enforcing.target.path  # this session's own (make e2e-kind: kind's), read again
+    else:
+        admin_config = kind_shaped(
+            enforcing.target.server,
+            enforcing.target.ca_file,
+            "admin",
+            enforcing.target.admin_token,
+            tmp_path / "a",
+        )
     target = kubeconfig.load(admin_config, tmp_path / "work")
     assert target.ca_file.read_bytes() == enforcing.target.ca_file.read_bytes()
     admin = kube.admin(target)
     assert whoami(admin) == whoami(enforcing.admin)
-    assert "system:masters" in whoami(admin)["groups"]
+    # the suite's own admin, or kubeadm's admin.conf (kind's kubeconfig): kubeadm:cluster-admins
+    assert {"system:masters", "kubeadm:cluster-admins"} & set(whoami(admin)["groups"])
 
     agent_config = kind_shaped(
         enforcing.target.server, enforcing.target.ca_file, "agent", enforcing.agent.token, tmp_path / "b"

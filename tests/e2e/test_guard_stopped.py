@@ -6,16 +6,18 @@ authorizer's ``failurePolicy: Deny`` then refuses every request of the agent, re
 apiserver answers HTTP 500 with a plain-text ``Internal Server Error: "<path>": Post
 "…/authorize…": … connection refused``, because a failed authorizer call is an error, not a denial.
 The matchConditions keep the admin and the controller away from both registrations, so their reads
-and writes go through as if there were no guard.
+and writes go through as if there were no guard. On a cluster (make e2e-kind) the deployed guard, which
+serves both for the kind control plane, is scaled to 0 instead (``InClusterStack.scaled_down``).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e import attacks, kube, stack
+from tests.e2e import attacks, incluster, kube, stack
 from tests.e2e.conftest import SceneFactory, require_authorizer
 
 pytestmark = pytest.mark.e2e
@@ -23,11 +25,31 @@ pytestmark = pytest.mark.e2e
 OTHERS = ("admin", "controller")
 
 
+@pytest.fixture(scope="module")
+def guard_down(e2e: stack.Stack) -> Iterator[stack.Stack]:
+    """On a cluster (kind, with the authorizer wired in) the deployed guard scaled to 0 for the module,
+    and back afterwards; locally the guard process is stopped per test (``guard_stopped``)."""
+    require_authorizer(e2e)
+    if isinstance(e2e, incluster.InClusterStack):
+        with e2e.scaled_down():
+            yield e2e
+        return
+    yield e2e
+
+
 @pytest.fixture
-def guard_stopped(e2e: stack.Stack) -> stack.Stack:
-    require_authorizer(e2e)  # kind: see test_blast_radius (the deployed guard scaled to 0)
-    e2e.guard_stopped()  # a no-op once stopped
-    return e2e
+def guard_stopped(guard_down: stack.Stack) -> stack.Stack:
+    if not isinstance(guard_down, incluster.InClusterStack):
+        guard_down.guard_stopped()  # a no-op once stopped
+    return guard_down
+
+
+def assert_guard_down(e2e: stack.Stack) -> None:
+    if isinstance(e2e, incluster.InClusterStack):
+        ready = [p for p in e2e.pods() if p.get("status", {}).get("phase") == "Running"]
+        assert e2e.deployment()["spec"]["replicas"] == 0 and not ready, "the guard should be scaled to 0"
+    else:
+        assert e2e.local_guard().process.poll() is not None, "the guard should be stopped"
 
 
 @pytest.fixture
@@ -57,13 +79,15 @@ def assert_authorizer_unreachable(reply: kube.Reply) -> None:
 
 @pytest.mark.parametrize("action", ["list-pods", "get-secret", "create-configmap"])
 def test_agent_is_refused_everything(action: str, guard_stopped: stack.Stack, scene: attacks.Scene) -> None:
-    assert guard_stopped.local_guard().process.poll() is not None, "the guard should be stopped"
+    assert_guard_down(guard_stopped)
     reply = guard_stopped.agent.request(requests(scene)[action])
     assert_authorizer_unreachable(reply)
     configmaps = guard_stopped.admin.ok(
         kube.Request("GET", f"/api/v1/namespaces/{scene.namespace}/configmaps")
     )
-    assert configmaps.body["items"] == [], "a configmap was created while the agent was refused"
+    names = [item["metadata"]["name"] for item in configmaps.body["items"]]
+    # (a real cluster's controller-manager publishes kube-root-ca.crt into every namespace)
+    assert f"note-{scene.suffix}" not in names, "a configmap was created while the agent was refused"
 
 
 @pytest.mark.parametrize("action", ["list-pods", "get-secret", "create-configmap"])

@@ -76,14 +76,6 @@ ETCD = Component(
     requirement="go.etcd.io/etcd/server/v3",
 )
 COMPONENTS = (ETCD, KUBE_APISERVER)
-# Not in COMPONENTS: only the MCP scenarios need it (mcp-server-kubernetes runs kubectl), so they build it.
-# Same module as kube-apiserver: the same pinned release and staging replaces, one dependency graph.
-KUBECTL = Component(
-    name="kubectl",
-    module_dir=HERE / "kube-apiserver",
-    package="k8s.io/kubernetes/cmd/kubectl",
-    requirement="k8s.io/kubernetes",
-)
 
 # The version matrix (make e2e-matrix): one pinning module per Kubernetes minor, each cached under its
 # own version like the default. AGENT_GUARD_E2E_KUBERNETES=<minor> runs the suite against that one.
@@ -136,6 +128,10 @@ KUBE_CONTROLLER_MANAGER = _kubernetes("kube-controller-manager")
 KUBE_PROXY = _kubernetes("kube-proxy")
 KUBE_SCHEDULER = _kubernetes("kube-scheduler")
 NODE_COMPONENTS = (KUBELET, KUBE_CONTROLLER_MANAGER, KUBE_PROXY, KUBE_SCHEDULER)
+# The kind node image (tests/e2e/kind) also carries kubeadm and kubectl of the same release; kubectl is
+# also what mcp-server-kubernetes runs in the MCP scenarios (they build it; not in COMPONENTS).
+KUBEADM = _kubernetes("kubeadm")
+KUBECTL = _kubernetes("kubectl")
 
 
 def cache_root() -> Path:

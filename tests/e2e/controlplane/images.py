@@ -93,30 +93,67 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) ->
     archive.addfile(info, io.BytesIO(data))
 
 
+@dataclass(frozen=True)
+class ArchivedImage:
+    """One image of an archive: its own files as the top layer, over an optional shared base layer."""
+
+    reference: str
+    files: dict[str, tuple[bytes, int]]
+    entrypoint: list[str]
+    user: str = "65535:65535"
+    env: tuple[str, ...] = ()
+
+
 def write_archive(
     path: Path, reference: str, files: dict[str, tuple[bytes, int]], entrypoint: list[str]
 ) -> None:
     """A one-layer image in the ``docker save`` layout, which ``ctr images import`` reads."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        for name, (data, mode) in files.items():
-            _add(tar, name, data, mode)
-    layer_bytes = layer.getvalue()
-    diff_id = hashlib.sha256(layer_bytes).hexdigest()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Entrypoint": entrypoint, "User": "65535:65535"},
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
-        }
-    ).encode()
-    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
-    manifest = [{"Config": config_name, "RepoTags": [reference], "Layers": [f"{diff_id}/layer.tar"]}]
+    write_images(path, [ArchivedImage(reference, files, entrypoint)])
+
+
+def write_images(path: Path, archived: list[ArchivedImage], base_layer: Path | None = None) -> None:
+    """Images in one ``docker save`` archive; ``base_layer`` (a root file system as a tar file) is
+    stored once and is every image's first layer (``make e2e-kind``'s component images share it)."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    base_ids: list[str] = []
+    manifest = []
     with tarfile.open(partial, mode="w") as tar:
-        _add(tar, f"{diff_id}/layer.tar", layer_bytes)
-        _add(tar, config_name, config)
+        if base_layer is not None:
+            digest = hashlib.sha256()
+            with base_layer.open("rb") as source:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+            base_ids = [digest.hexdigest()]
+            tar.add(base_layer, arcname=f"{base_ids[0]}/layer.tar")
+        for image in archived:
+            layer = io.BytesIO()
+            with tarfile.open(fileobj=layer, mode="w") as layer_tar:
+                for name, (data, mode) in image.files.items():
+                    _add(layer_tar, name, data, mode)
+            layer_bytes = layer.getvalue()
+            diff_id = hashlib.sha256(layer_bytes).hexdigest()
+            layers = [*base_ids, diff_id]
+            settings: dict[str, object] = {"Entrypoint": image.entrypoint, "User": image.user}
+            if image.env:
+                settings["Env"] = list(image.env)
+            config = json.dumps(
+                {
+                    "architecture": "amd64",
+                    "os": "linux",
+                    "config": settings,
+                    "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer}" for layer in layers]},
+                }
+            ).encode()
+            config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+            _add(tar, f"{diff_id}/layer.tar", layer_bytes)
+            _add(tar, config_name, config)
+            manifest.append(
+                {
+                    "Config": config_name,
+                    "RepoTags": [image.reference],
+                    "Layers": [f"{layer}/layer.tar" for layer in layers],
+                }
+            )
         _add(tar, "manifest.json", json.dumps(manifest).encode())
     os.replace(partial, path)
 
@@ -259,10 +296,15 @@ class DockerEngine:
 
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    # Extra dockerd flags: `make e2e-kind` registers its capability-bounded runc (tests/e2e/kind/engine.py).
+    options: tuple[str, ...] = ()
+    # Where its containers' cgroups go (default: one per engine directory, so no cleanup of one build
+    # can touch another's); e2e-kind names its own.
+    cgroup_parent: str = ""
 
     @property
     def cgroup(self) -> str:
-        return f"{host.BUILD_CGROUP_PREFIX}-{self.directory.name}"
+        return self.cgroup_parent or f"{host.BUILD_CGROUP_PREFIX}-{self.directory.name}"
 
     @property
     def socket(self) -> Path:
@@ -286,6 +328,7 @@ class DockerEngine:
                 "--ip-masq=false",
                 f"--cgroup-parent=/{self.cgroup}",
                 "--exec-opt=native.cgroupdriver=cgroupfs",
+                *self.options,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
