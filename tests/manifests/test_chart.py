@@ -57,7 +57,11 @@ def overlay_values(overlay: str, tree: Path) -> list[str]:
     return {
         "enforce": tls_values(tree),
         "dry-run": [*tls_values(tree), "--set", "dryRun=true"],
-        "kind": [*tls_values(tree), "--set", "image.tag=dev,image.pullPolicy=Never"],
+        "kind": [
+            *tls_values(tree),
+            "--set",
+            f"image.tag=dev,image.pullPolicy=Never,service.clusterIP={fixed_cluster_ip()}",
+        ],
         "cert-manager": ["--set", "tls.source=cert-manager"],
         "self-managed": [*tls_values(tree), "--set", f"service.clusterIP={fixed_cluster_ip()}"],
     }[overlay]
