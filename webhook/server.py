@@ -36,6 +36,7 @@ from webhook import (
     decisionlog,
     engine,
     metrics,
+    onewrite,
     policy,
     rbaccache,
     reload,
@@ -46,6 +47,8 @@ log = logging.getLogger("agent-guard.server")
 # The apiserver keeps webhook connections alive (Go's idle timeout is 90 s); closing ours first
 # would race its next request onto a dying connection.
 KEEP_ALIVE_SECONDS = 120
+# uvicorn's HTTP protocol (httptools, the C parser, when installed); ``webhook.onewrite`` wraps it.
+AUTO_HTTP: type[asyncio.Protocol] = uvicorn.importer.import_from_string(uvicorn.config.HTTP_PROTOCOLS["auto"])
 
 
 class ServeError(Exception):
@@ -109,7 +112,7 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
 
     return uvicorn.Config(
         asgi_app,
-        http=clientauth.protocol() if settings.client_ca is not None else "auto",
+        http=onewrite.protocol(clientauth.protocol() if settings.client_ca is not None else AUTO_HTTP),
         host=settings.host,
         port=settings.port,
         ssl_context_factory=_context,
