@@ -120,6 +120,8 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         server_header=False,
+        date_header=False,  # nobody reads it; 37 bytes less on every answer
+        proxy_headers=False,  # the apiserver connects directly: no forwarded headers to trust, no middleware
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )

@@ -122,6 +122,7 @@ def test_answer_leaves_in_one_tls_record_and_the_connection_stays_open(guard: se
             answer = _raw_review(guard, connection, payload)
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200"), answer
+            assert b"\r\ndate:" not in head.lower() and b"\r\nserver:" not in head.lower()  # nothing unread
             length = int(
                 next(
                     v
