@@ -14,7 +14,7 @@ OVERLAY ?= enforce
 NAMESPACE := agent-guard-system
 DEPLOY_CERTS := manifests/components/tls-secret/certs
 
-.PHONY: install run test unit integration e2e e2e-mcp demo lint certs bench clean manifests deploy-certs deploy image e2e-kind help
+.PHONY: install run test unit integration e2e e2e-mcp e2e-node demo lint certs bench clean manifests deploy-certs deploy image e2e-kind help e2e-matrix
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -48,19 +48,30 @@ e2e: $(STAMP) ## only the end-to-end suite (real kube-apiserver + etcd, built on
 e2e-mcp: $(STAMP) ## the MCP matrix: real MCP servers (npm) through the MCP SDK against the guarded cluster
 	$(BIN)/pytest -m mcp $(ARGS)
 
+e2e-matrix: $(STAMP) ## the end-to-end suite against kube-apiserver 1.30, 1.32, 1.34, 1.37 (builds each once; docs/versions.md)
+	$(BIN)/python -m tests.e2e.matrix $(ARGS)
+
 bench: $(STAMP) ## webhook vs a no-op floor in the same run, engine micro-bench, e2e cost (needs Go); ~5 min
 	$(BIN)/python -m bench.run --json bench/results.json $(ARGS)
 
 demo: $(STAMP) ## real kube-apiserver + etcd + the guard; prints kubeconfigs and commands to try (Ctrl-C stops)
 	$(BIN)/python -m tests.e2e.demo $(ARGS)
 
-test: lint ## lint, then the whole suite: unit, API, integration and end to end (first run builds Kubernetes)
+test: lint ## lint, then the whole suite: unit, API, integration and end to end (first run builds Kubernetes), then the real node
 	$(BIN)/pytest $(ARGS)
+	$(MAKE) --no-print-directory e2e-node ARGS=
 
-manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/} and manifests/authz/ from rules/ (commit the result)
+# The attack table and benign agent work, then tests/e2e/node, on a real node with the guard installed
+# in-cluster from its own image (root; Debian packages installed on first use; docs/testing.md).
+E2E_NODE_TESTS := tests/e2e/test_attacks.py tests/e2e/test_benign.py tests/e2e/node
+e2e-node: $(STAMP) ## end to end on a real node: controllers, kubelet, the guard from its image (root)
+	AGENT_GUARD_E2E_NODE=1 $(BIN)/pytest -m e2e $(E2E_NODE_TESTS) $(ARGS)
+
+manifests: $(STAMP) ## regenerate manifests/base/{webhook.yaml,policy/}, manifests/authz/ and the Helm chart from rules/ (commit the result)
 	$(BIN)/agent-guard manifests webhook --rules rules --without-ca-bundle --out manifests/base/webhook.yaml
 	$(BIN)/agent-guard manifests policy --rules rules --out manifests/base/policy
 	$(BIN)/agent-guard manifests authz --rules rules --ca-file /etc/kubernetes/agent-guard/ca.crt --out manifests/authz
+	$(BIN)/agent-guard manifests chart --rules rules --manifests manifests --out charts/kube-agent-guard
 
 deploy-certs: $(STAMP) ## CA + serving certificate for the in-cluster Service, where the tls-secret component reads them
 	$(BIN)/agent-guard certs --out $(DEPLOY_CERTS) --service agent-guard --namespace $(NAMESPACE) $(ARGS) >/dev/null

@@ -56,7 +56,8 @@ def _asgi(guard_app: app.GuardApp, path: str, bodies: list[bytes], calls: int) -
 def run(calls: int = 20_000) -> dict[str, float]:
     judge = engine.Engine(policy.load(reviews.RULES))
     with Path("/dev/null").open("wb") as sink:
-        guard_app = app.create_app(app.State(judge), on_decision=decisionlog.Writer(sink))
+        writer = decisionlog.Writer(sink)
+        guard_app = app.create_app(app.State(judge), on_decision=writer)
         admissions, accesses = mix.admission_bodies(), mix.access_bodies()
         parsed = [review.parse_admission(body) for body in admissions]
         verdicts = [judge.admit(request) for request in parsed]
@@ -67,7 +68,7 @@ def run(calls: int = 20_000) -> dict[str, float]:
                 lambda _: judge.admit(parsed[next(positions) % len(parsed)]), admissions, calls
             ),
             "decision entry + line": _per_call(
-                lambda _: decisionlog.Writer(sink)(
+                lambda _: writer(
                     decisionlog.admission_entry(
                         parsed[0], verdicts[next(positions) % len(verdicts)], "enforce"
                     )

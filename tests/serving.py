@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tests import reviews
 
@@ -82,6 +83,7 @@ def running(
     env: dict[str, str] | None = None,
     log: Path | None = None,
     ready: bool = True,
+    stdout: int | IO[bytes] | None = None,
 ) -> Iterator[Guard]:
     """Start ``agent-guard serve`` on 127.0.0.1 and an ephemeral port; stop it on exit.
 
@@ -89,7 +91,8 @@ def running(
     RBAC view cannot sync serves, fail-closed for agents, but never turns ready).
 
     The output goes to ``log`` (default ``<workdir>/agent-guard-<port>.log``, overwritten): a caller
-    that restarts a guard on the same port names each run's log.
+    that restarts a guard on the same port names each run's log. ``stdout`` sends the decision
+    lines elsewhere (a pipe, /dev/full); the log then holds the diagnostics only.
     """
     port = port or free_port()
     log = log or workdir / f"agent-guard-{port}.log"
@@ -111,8 +114,8 @@ def running(
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+            stdout=sink if stdout is None else stdout,
+            stderr=subprocess.STDOUT if stdout is None else sink,
             cwd=reviews.ROOT,
             env={**os.environ, **(env or {})},
         )

@@ -8,6 +8,7 @@ HTTP 4xx with a JSON ``{"error": ...}``; a policy violation is HTTP 200 with ``a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,7 +22,26 @@ from webhook import attributes, clientauth, decisionlog, engine, metrics, rbacca
 
 log = logging.getLogger("agent-guard.app")
 
-DEFAULT_MAX_BODY = 8 * 1024 * 1024  # AdmissionReviews carry old+new objects; etcd caps objects at ~1.5 MiB
+# What the apiserver can send (docs/hardening.md): an AdmissionReview carries the object and, on
+# UPDATE and DELETE, the old object. The apiserver refuses write bodies over 3 MiB
+# (MaxRequestBodyBytes in k8s.io/apiserver pkg/server/config.go: twice etcd's 1.5 MiB request limit),
+# so each object is at most about 3 MiB of JSON; 1 MiB more covers the envelope (userInfo, options).
+APISERVER_MAX_REQUEST_BODY = 3 * 1024 * 1024
+DEFAULT_MAX_BODY = 2 * APISERVER_MAX_REQUEST_BODY + 1024 * 1024
+# The body limit bounds bytes, not the Python objects parsed from them: `{},` is 3 bytes and some
+# 100 bytes once parsed. So a body may hold at most this many JSON values (counted from its
+# commas and brackets before parsing, an upper bound). Ordinary objects average 15 bytes or more
+# per value, so a 3 MiB object and its old version stay below it; a denser one is refused (413),
+# which the apiserver turns into a denial for the agent. Peak memory is measured by bench.memory.
+MAX_JSON_VALUES = 256 * 1024
+# Bytes of request bodies buffered at once beyond the first BODY_ALLOWANCE of each request: many
+# clients sending large bodies at once (or slowly) cannot add up to more than this; the one that
+# would is answered 503 and the apiserver retries or applies the failure policy.
+BODY_ALLOWANCE = 64 * 1024
+BODY_BUDGET = 32 * 1024 * 1024
+
+
+SHUTTING_DOWN = "the guard shut down before this review was complete; send it again (another replica answers)"
 
 
 class Problem(Exception):
@@ -33,12 +53,38 @@ class Problem(Exception):
         self.message = message
 
 
+def json_values(body: bytes) -> int:
+    """An upper bound on the JSON values in ``body`` (every value but the first in a container
+    follows a comma; brackets inside strings only make the bound higher)."""
+    if len(body) <= MAX_JSON_VALUES:  # cannot hold more values than bytes
+        return 0
+    return body.count(b",") + body.count(b"{") + body.count(b"[") + 1
+
+
+class Budget:
+    """Bytes that request bodies may buffer at once, shared by every request in this process."""
+
+    def __init__(self, total: int = BODY_BUDGET) -> None:
+        self.total = total
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.total:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
 class State:
     """What the app serves from. ``engine`` is swapped whole on policy reload (atomic reference).
 
     ``ready`` turns false when the server starts draining (SIGTERM): ``/readyz`` answers 503 and
     every answer carries ``Connection: close`` so clients move to the other replicas.
     ``policy_error`` is the last refused policy reload (``None`` once a reload succeeds).
+    ``decisions`` is the decision log writer, whose write error (if any) ``/readyz`` reports.
     """
 
     def __init__(
@@ -54,6 +100,8 @@ class State:
         self.metrics.watch_state(lambda: self.engine)  # budgets and approvals, read at scrape time
         self.metrics.track(endpoint.name for endpoint in ENDPOINTS.values())
         self.policy_error: str | None = None
+        self.decisions: decisionlog.Writer | None = None
+        self.budget = Budget()
         self.clients: clientauth.Clients | None = None  # set: reviews need the apiserver's certificate
         # The RBAC view the engine judges with (None: no source); ``/readyz`` reports its sync.
         self.rbac: rbaccache.RbacCache | None = None
@@ -106,8 +154,12 @@ AUTHORIZE = Endpoint[review.AccessReview](
 ENDPOINTS: dict[str, Endpoint[Any]] = {"/validate": VALIDATE, "/authorize": AUTHORIZE}
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """Read at most ``limit`` bytes: refuse by Content-Length first, then while streaming."""
+async def read_body(scope: Scope, receive: Receive, limit: int, budget: Budget | None = None) -> bytes:
+    """Read at most ``limit`` bytes: refuse by Content-Length first, then while streaming.
+
+    Beyond the first BODY_ALLOWANCE bytes, a body is buffered only while the shared ``budget``
+    has room for it (503 when not); what it took is given back when this returns.
+    """
     for name, value in scope["headers"]:
         if name == b"content-length":
             if not value.isdigit():
@@ -115,19 +167,28 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             if int(value) > limit:
                 raise Problem(413, f"request body of {int(value)} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
-    size = 0
+    size = taken = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Problem(400, "the client went away before sending the whole body")
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Problem(400, "the client went away before sending the whole body")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, f"request body exceeds the limit of {limit} bytes")
+            if budget is not None and size > BODY_ALLOWANCE:
+                needed = size - BODY_ALLOWANCE - taken
+                if not budget.take(needed):
+                    raise Problem(503, "too many large request bodies arriving at once; send it again")
+                taken += needed
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.give(taken)
 
 
 def _error(status: int, message: str) -> bytes:
@@ -157,6 +218,7 @@ class GuardApp:
             return
         started = time.perf_counter()
         status = 500
+        closing = not self.state.ready
         try:
             refusal = self.state.clients.refusal(scope) if self.state.clients is not None else None
             if scope["method"] != "POST":
@@ -165,9 +227,19 @@ class GuardApp:
                 log.warning("/%s from %s refused: %s", endpoint.name, scope.get("client"), refusal)
                 status, payload = 403, _error(403, refusal)
             else:
-                status, payload = self._review(endpoint, await read_body(scope, receive, self.state.max_body))
+                body = await read_body(scope, receive, self.state.max_body, self.state.budget)
+                status, payload = self._review(endpoint, body)
         except Problem as exc:
             status, payload = exc.status, _error(exc.status, exc.message)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still in flight when --shutdown-timeout runs out (in practice a
+            # body still arriving): answer that, rather than let it send a bare 500, and finish
+            # normally so the cancellation is not logged as a crash.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            status, payload = 503, _error(503, SHUTTING_DOWN)
+            closing = True
         except Exception as exc:  # never a traceback to the client
             log.error("unexpected %s while serving /%s", type(exc).__name__, endpoint.name, exc_info=exc)
             status, payload = 500, _error(500, "internal error in the guard; see its log")
@@ -176,12 +248,18 @@ class GuardApp:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         if status == 405:
             headers.append((b"allow", b"POST"))
-        if not self.state.ready:
+        if closing:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
     def _review(self, endpoint: Endpoint[Any], body: bytes) -> tuple[int, bytes]:
+        if (values := json_values(body)) > MAX_JSON_VALUES:
+            return 413, _error(
+                413,
+                f"the {endpoint.envelope} holds up to {values} JSON values, more than the {MAX_JSON_VALUES} "
+                "the guard parses per review",
+            )
         try:
             parsed = endpoint.parse(body)
         except review.BadReview as exc:
@@ -232,6 +310,10 @@ def create_app(state: State, on_decision: Callable[[dict[str, Any]], None]) -> G
         answer: dict[str, Any] = {"status": "ok", "policy": list(state.engine.policy.sources)}
         if state.policy_error is not None:  # still ready: the last good policy is in force
             answer["policyReloadError"] = state.policy_error
+        if state.decisions is not None and state.decisions.error is not None:
+            # Still ready: decisions are made and enforced; only their log lines are being lost
+            # (counted in agent_guard_decision_log_dropped_lines_total).
+            answer["decisionLogError"] = state.decisions.error
         if state.rbac is not None:
             answer["rbac"] = state.rbac.status()
             if not state.rbac.synced:  # not ready before the first RBAC read: agents would be refused

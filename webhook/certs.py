@@ -15,10 +15,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography import exceptions, x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_SERVICE = "agent-guard"
@@ -130,8 +131,12 @@ def generate(
     service: str = DEFAULT_SERVICE,
     namespace: str = DEFAULT_NAMESPACE,
     days: int = DEFAULT_DAYS,
+    key_type: Literal["ecdsa", "rsa"] = "ecdsa",
 ) -> Paths:
-    """Create a fresh CA and serving certificate in ``directory`` (overwrites; callers check first)."""
+    """Create a fresh CA and serving certificate in ``directory`` (overwrites; callers check first).
+
+    ``key_type`` is the serving key's (ECDSA P-256 by default; RSA 2048 for clients that need it).
+    """
     if days < 1:
         raise CertError(f"--days must be at least 1, got {days}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -142,7 +147,11 @@ def generate(
     ca_name = ca_cert.subject
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if key_type == "rsa"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names(service, namespace)]
     sans += [x509.IPAddress(ip) for ip in IP_ADDRESSES]
     cert = (

@@ -92,9 +92,14 @@ class _WithPeer:
         await self.app(scope, receive, send)
 
 
-def protocol(http: str = "auto") -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class, attaching each connection's verified client certificate."""
-    base: type[asyncio.Protocol] = uvicorn.importer.import_from_string(uvicorn.config.HTTP_PROTOCOLS[http])
+def protocol(http: str | type[asyncio.Protocol] = "auto") -> type[asyncio.Protocol]:
+    """An HTTP protocol class (uvicorn's by name, or a subclass of one) that attaches each
+    connection's verified client certificate."""
+    base: type[asyncio.Protocol] = (
+        http
+        if isinstance(http, type)
+        else uvicorn.importer.import_from_string(uvicorn.config.HTTP_PROTOCOLS[http])
+    )
 
     def connection_made(self: Any, transport: asyncio.BaseTransport) -> None:
         base.connection_made(self, transport)

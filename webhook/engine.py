@@ -3,7 +3,8 @@
 The engine is built once per policy (identity matcher compiled, modes resolved, ``off`` families
 dropped) so that a review is a few dictionary lookups plus the guards themselves. It owns the
 cross-cutting rules so guards cannot get them wrong: the ``[guard-id]`` prefix, dry-run versus
-enforce, failing closed when a guard crashes on an agent's request, and the policy's exemptions
+enforce, failing closed when a guard crashes on an agent's request or meets an object it cannot read
+(``webhook.safe``: wrong JSON types, oversized lists), and the policy's exemptions
 (a guard's findings on an exempted request are dropped from the decision but kept in
 ``Verdict.exempted``, so audits still see what was let through and why). Time enters only through
 the injected ``today`` clock, so expiry is testable and evaluation stays a pure function of its inputs.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from webhook import approvals, attributes, budget, exemptions, identity, policy
+from webhook import approvals, attributes, budget, exemptions, identity, policy, safe
 from webhook.guards import base
 
 log = logging.getLogger("agent-guard.engine")
@@ -80,6 +82,19 @@ class Verdict:
         if not self.allowed:
             return "deny"
         return "would-deny" if self.findings else "allow"
+
+
+# Per guard and review: at most this many findings, each at most MAX_MESSAGE characters (a message
+# may quote a value from the object). Keeps the answer and the decision line a few kilobytes.
+MAX_FINDINGS = 20
+MAX_MESSAGE = 4096
+MORE_FINDINGS = (
+    f"more findings than the {MAX_FINDINGS} listed; fix these and send the object again to see the rest"
+)
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
 NOT_AGENT = Verdict(agent=False)
@@ -255,12 +270,22 @@ class Engine:
         for active, check in checks:
             guard_id = active.family.id
             try:
-                messages = list(check(request, active.settings, self.context))
+                # A bounded number per guard: the answer, the log line and the work stay small
+                # whatever the object (a pod with a thousand privileged containers).
+                messages = list(
+                    itertools.islice(check(request, active.settings, self.context), MAX_FINDINGS + 1)
+                )
+            except safe.Unreadable as exc:  # a wrong type or an oversized list: a finding, not a crash
+                roots = (getattr(request, "object", None), getattr(request, "old_object", None))
+                findings.append(Finding(guard_id, f"[{guard_id}] {exc.finding(*roots)}", active.mode))
+                continue
             except Exception as exc:  # a crashing guard must deny, never let the request through
                 log.exception("guard %s failed on request uid=%s", guard_id, uid)
                 findings.append(_crashed(active, "checking", exc))
                 continue
-            findings.extend(Finding(guard_id, f"[{guard_id}] {m}", active.mode) for m in messages)
+            if len(messages) > MAX_FINDINGS:
+                messages[MAX_FINDINGS:] = [MORE_FINDINGS]
+            findings.extend(Finding(guard_id, f"[{guard_id}] {_short(m)}", active.mode) for m in messages)
         if not findings:
             return AGENT_CLEAN
         if self.exemptions:

@@ -12,6 +12,7 @@ which CA signed its certificate. Both are rendered here from the same selector.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib import parse
@@ -128,11 +129,39 @@ def validating_webhook_configuration(
     }
 
 
+# --- What differs by Kubernetes version ------------------------------------------------------
+# The oldest release the guard supports: admission matchConditions (GA in 1.30) keep everyone but
+# agents away from the webhook, and the Deployment's preStop sleep action is 1.30 too. What the
+# renderers write differently for older supported releases (checked against the apiserver's own
+# types of each release in the e2e version matrix, make e2e-matrix):
+#   AuthorizationConfiguration  apiserver.config.k8s.io/v1 from 1.32, v1beta1 in 1.30 and 1.31;
+#   cacheAuthorizedRequests / cacheUnauthorizedRequests  fields from 1.34 (decoded strictly before).
+# The ValidatingWebhookConfiguration is the same on every supported release.
+OLDEST_KUBERNETES = (1, 30)
+KubernetesVersion = tuple[int, int]
+
+
+def kubernetes_version(text: str) -> KubernetesVersion:
+    """``1.30``, ``v1.32.13`` or ``1.34.0`` as (major, minor); ValueError naming what is wrong."""
+    found = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?", text.strip())
+    if found is None:
+        raise ValueError(f"not a Kubernetes version (like 1.32 or v1.32.4): {text!r}")
+    version = (int(found.group(1)), int(found.group(2)))
+    if version < OLDEST_KUBERNETES:
+        raise ValueError(
+            f"Kubernetes {version[0]}.{version[1]} is not supported: the guard needs "
+            f"{OLDEST_KUBERNETES[0]}.{OLDEST_KUBERNETES[1]} or newer (admission matchConditions keep "
+            "everyone but agents away from the webhook)"
+        )
+    return version
+
+
 # --- The authorization webhook: AuthorizationConfiguration + kubeconfig ------------------------
 # Field names and allowed values follow k8s.io/apiserver/pkg/apis/apiserver/v1 (types.go) and its
 # validation (validation.go), which the apiserver decodes strictly: an unknown field is an error.
 
 AUTHORIZATION_CONFIG_API_VERSION = "apiserver.config.k8s.io/v1"  # GA in Kubernetes 1.32
+AUTHORIZATION_CONFIG_API_VERSION_BETA = "apiserver.config.k8s.io/v1beta1"  # 1.30 and 1.31
 AUTHORIZER_NAME = "agent-guard"  # a DNS-1123 subdomain; shows up in apiserver metrics
 AUTHZ_DIR = "/etc/kubernetes/agent-guard"  # where the kube-apiserver finds the files by default
 CONFIG_FILE = "authorization-config.yaml"
@@ -158,8 +187,10 @@ def authorization_configuration(
     kubeconfig_path: str = DEFAULT_KUBECONFIG_PATH,
     timeout: str = AUTHZ_TIMEOUT,
     unauthorized_ttl: str = UNAUTHORIZED_TTL,
+    kubernetes: KubernetesVersion | None = None,
 ) -> dict[str, Any]:
-    """Node, then the guard (agents only, fail closed), then RBAC.
+    """Node, then the guard (agents only, fail closed), then RBAC; for the ``kubernetes`` release
+    given (default: the newest form).
 
     The guard must sit before RBAC: its ``denied: true`` is final, while RBAC alone would allow an
     agent bound to cluster-admin. ``failurePolicy: Deny`` fails closed for agents only, because the
@@ -169,27 +200,31 @@ def authorization_configuration(
         raise ValueError(
             f"the kubeconfig path must be absolute (the apiserver requires it): {kubeconfig_path}"
         )
+    webhook: dict[str, Any] = {
+        "timeout": timeout,
+        "authorizedTTL": AUTHORIZED_TTL,
+        "cacheAuthorizedRequests": False,  # never produced: the guard only subtracts
+        "unauthorizedTTL": unauthorized_ttl,
+        "cacheUnauthorizedRequests": True,
+        "subjectAccessReviewVersion": "v1",
+        "matchConditionSubjectAccessReviewVersion": "v1",
+        "failurePolicy": "Deny",
+        "connectionInfo": {"type": "KubeConfigFile", "kubeConfigFile": kubeconfig_path},
+        "matchConditions": authorization_match_conditions(loaded),
+    }
+    api_version = AUTHORIZATION_CONFIG_API_VERSION
+    if kubernetes is not None and kubernetes < (1, 34):
+        # Unknown fields before 1.34; both caches are on there, which changes nothing: the guard
+        # never answers "allowed", so only its denials and no-opinions are ever cached.
+        del webhook["cacheAuthorizedRequests"], webhook["cacheUnauthorizedRequests"]
+    if kubernetes is not None and kubernetes < (1, 32):
+        api_version = AUTHORIZATION_CONFIG_API_VERSION_BETA
     return {
-        "apiVersion": AUTHORIZATION_CONFIG_API_VERSION,
+        "apiVersion": api_version,
         "kind": "AuthorizationConfiguration",
         "authorizers": [
             {"type": "Node", "name": "node"},
-            {
-                "type": "Webhook",
-                "name": AUTHORIZER_NAME,
-                "webhook": {
-                    "timeout": timeout,
-                    "authorizedTTL": AUTHORIZED_TTL,
-                    "cacheAuthorizedRequests": False,  # never produced: the guard only subtracts
-                    "unauthorizedTTL": unauthorized_ttl,
-                    "cacheUnauthorizedRequests": True,
-                    "subjectAccessReviewVersion": "v1",
-                    "matchConditionSubjectAccessReviewVersion": "v1",
-                    "failurePolicy": "Deny",
-                    "connectionInfo": {"type": "KubeConfigFile", "kubeConfigFile": kubeconfig_path},
-                    "matchConditions": authorization_match_conditions(loaded),
-                },
-            },
+            {"type": "Webhook", "name": AUTHORIZER_NAME, "webhook": webhook},
             {"type": "RBAC", "name": "rbac"},
         ],
     }
@@ -201,9 +236,13 @@ def authorization_kubeconfig(
     ca_bundle: str | None = None,
     ca_file: str | None = None,
     client_cert: tuple[str, str] | None = None,
+    tls_server_name: str = "",
 ) -> dict[str, Any]:
     """How the apiserver reaches ``/authorize``: the server URL and the CA (inline or a file path),
-    and optionally the client certificate and key it presents (for ``serve --client-ca``)."""
+    and optionally the client certificate and key it presents (for ``serve --client-ca``).
+
+    ``tls_server_name``: the name the guard's certificate must carry when the URL is an address
+    (a fixed ClusterIP, docs/deploy.md): the apiserver dials the IP and verifies the Service's name."""
     if (ca_bundle is None) == (ca_file is None):
         raise ValueError("give exactly one of ca_bundle or ca_file")
     cluster: dict[str, str] = {"server": base_url(url, "/authorize")}
@@ -214,6 +253,8 @@ def authorization_kubeconfig(
         cluster["certificate-authority-data"] = ca_bundle
     elif ca_file is not None:
         cluster["certificate-authority"] = ca_file
+    if tls_server_name:
+        cluster["tls-server-name"] = tls_server_name
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -240,15 +281,19 @@ def authorization_files(
     kubeconfig_path: str = DEFAULT_KUBECONFIG_PATH,
     unauthorized_ttl: str = UNAUTHORIZED_TTL,
     client_cert: tuple[str, str] | None = None,
+    tls_server_name: str = "",
+    kubernetes: KubernetesVersion | None = None,
 ) -> dict[str, str]:
     """``{file name: YAML text}`` for the authorizer: write both into one directory and start the
     kube-apiserver with ``--authorization-config=<dir>/authorization-config.yaml`` (the kubeconfig
     must then be at ``kubeconfig_path``). A test harness that restarts the guard in another mode
     passes a shorter ``unauthorized_ttl``, so that cached answers of the old guard lapse quickly."""
     config = authorization_configuration(
-        loaded, kubeconfig_path=kubeconfig_path, unauthorized_ttl=unauthorized_ttl
+        loaded, kubeconfig_path=kubeconfig_path, unauthorized_ttl=unauthorized_ttl, kubernetes=kubernetes
     )
-    kubeconfig = authorization_kubeconfig(url, ca_bundle=ca_bundle, ca_file=ca_file, client_cert=client_cert)
+    kubeconfig = authorization_kubeconfig(
+        url, ca_bundle=ca_bundle, ca_file=ca_file, client_cert=client_cert, tls_server_name=tls_server_name
+    )
     rendered = "rendered by `agent-guard manifests authz` from the policy: re-render, do not edit."
     return {
         CONFIG_FILE: _document(

@@ -86,6 +86,18 @@ class Metrics:
             "Unix time at which the policy in force was loaded.",
             registry=r,
         )
+        self.decision_lines_dropped_total = prometheus_client.Counter(
+            "agent_guard_decision_log_dropped_lines",
+            "Decision lines not written: queue-full (the log reader is too slow or stalled) or "
+            "write-error (stdout failed: full disk, broken pipe). Reviews are answered either way.",
+            ["reason"],
+            registry=r,
+        )
+        self.decision_log_failing = prometheus_client.Gauge(
+            "agent_guard_decision_log_failing",
+            "1 while writing decision lines to stdout fails (see /readyz decisionLogError), else 0.",
+            registry=r,
+        )
         self._not_after: datetime.datetime | None = None
         self.certificate_expiry = prometheus_client.Gauge(
             "agent_guard_certificate_expiry_seconds",
@@ -97,6 +109,8 @@ class Metrics:
         for result in ("ok", "failed"):  # export zeros, so alerts on increase() work from the start
             self.policy_reloads.labels(result)
             self.certificate_reloads.labels(result)
+        for reason in ("queue-full", "write-error"):
+            self.decision_lines_dropped_total.labels(reason)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def track(self, endpoints: Iterable[str]) -> None:
@@ -139,6 +153,13 @@ class Metrics:
 
     def certificate_reload(self, ok: bool) -> None:
         self._child(self.certificate_reloads, "ok" if ok else "failed").inc()
+
+    def decision_lines_dropped(self, reason: str, lines: int) -> None:
+        """Called from the decision writer's thread as well as the event loop (counters are locked)."""
+        self._child(self.decision_lines_dropped_total, reason).inc(lines)
+
+    def decision_log_failed(self, failing: bool) -> None:
+        self.decision_log_failing.set(1 if failing else 0)
 
     def certificate_in_use(self, not_after: datetime.datetime) -> None:
         self._not_after = not_after

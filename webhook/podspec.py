@@ -14,6 +14,11 @@ Some controllers keep a pod's parts apart (Tekton keeps the account in ``spec``,
 ``spec.podTemplate`` and the containers in ``spec.taskSpec.steps``): every listed place is judged as a
 pod spec of its own, and the container lists of those kinds (``steps``, ``sidecars``, Argo's single
 ``container``/``script``) count as containers.
+
+The places of listed kinds are read through ``webhook.safe``: a pod spec, template, container
+or volume list of the wrong JSON type is a ``Malformed`` finding of the guard that asked, never "no
+pod spec here". The shape detector, which looks into kinds nobody described, only takes what has
+the shape and reads nothing else as malformed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import attributes
+from webhook import attributes, safe
 from webhook.guards import base
 
 WORKLOAD_PATH = ("spec.template.spec",)
@@ -93,6 +98,10 @@ CONTAINER_LISTS = (
 )
 # Fields that hold one container (Argo Workflows templates, Tekton's stepTemplate).
 SINGLE_CONTAINERS = (("container", "container"), ("script", "script"), ("stepTemplate", "step template"))
+# Lists that have the pod's own type wherever they appear: any other type is malformed (``safe``).
+# The custom kinds' extras are read leniently, because the same names mean other things elsewhere
+# (an Argo template's ``steps`` is a list of lists of steps, not containers).
+STRICT_LISTS = frozenset({"initContainers", "containers", "ephemeralContainers", "volumes", "workspaces"})
 
 _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\*\])?$")
 EACH = "[*]"
@@ -121,6 +130,7 @@ class PodSpec:
     path: str  # e.g. "spec.template.spec" or "spec.templates[2]"
     spec: Mapping[str, Any]
     keys: tuple[str | int, ...] = ()  # the same path as keys and list indexes (for the old object)
+    strict: bool = True  # a listed kind (read through ``safe``); False: found by the shape detector
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,18 +147,30 @@ def _show(keys: tuple[str | int, ...]) -> str:
     return text
 
 
-def _find(obj: Any, pattern: tuple[str, ...], done: tuple[str | int, ...] = ()) -> Iterator[PodSpec]:
+def _find(
+    obj: Any, pattern: tuple[str, ...], done: tuple[str | int, ...] = (), strict: bool = True
+) -> Iterator[PodSpec]:
+    """The pod specs at ``pattern``; ``strict``: a value of the wrong type on the way is Malformed."""
+    if obj is None:
+        return
     if not pattern:
         if isinstance(obj, Mapping):
-            yield PodSpec(_show(done), obj, done)
+            yield PodSpec(_show(done), obj, done, strict)
+        elif strict:
+            safe.mapping(obj, _show(done))
         return
     key, rest = pattern[0], pattern[1:]
     if key == EACH:
         if isinstance(obj, list):
-            for index, item in enumerate(obj):
-                yield from _find(item, rest, (*done, index))
-    elif isinstance(obj, Mapping) and key in obj:
-        yield from _find(obj[key], rest, (*done, key))
+            for index, item in enumerate(safe.items(obj, _show(done)) if strict else obj):
+                yield from _find(item, rest, (*done, index), strict)
+        elif strict:
+            safe.items(obj, _show(done))
+    elif isinstance(obj, Mapping):
+        if key in obj:
+            yield from _find(obj[key], rest, (*done, key), strict)
+    elif strict:
+        safe.mapping(obj, _show(done))
 
 
 def dig(obj: Any, keys: tuple[str | int, ...]) -> Any:
@@ -167,12 +189,13 @@ def template_paths(group: str, resource: str, ctx: base.Context) -> tuple[str, .
 
 
 def _has_containers(spec: Mapping[str, Any]) -> bool:
-    return isinstance(spec.get("containers"), list)
+    found = spec.get("containers")
+    return isinstance(found, list) and all(isinstance(item, Mapping) for item in found)
 
 
-def _at(obj: attributes.Object, paths: tuple[str, ...]) -> Iterator[PodSpec]:
+def _at(obj: attributes.Object, paths: tuple[str, ...], strict: bool = True) -> Iterator[PodSpec]:
     for path in paths:
-        yield from _find(obj, parse_path(path))
+        yield from _find(obj, parse_path(path), strict=strict)
 
 
 def pod_specs(request: attributes.AdmissionRequest, ctx: base.Context) -> tuple[PodSpec, ...]:
@@ -200,7 +223,8 @@ def _pod_specs(request: attributes.AdmissionRequest, ctx: base.Context) -> tuple
     if not paths:
         if not ctx.detect_pod_templates or request.sub_resource:
             return ()
-        return tuple(pod for pod in _at(request.object, DETECT_PATHS) if _has_containers(pod.spec))
+        found = _at(request.object, DETECT_PATHS, strict=False)
+        return tuple(pod for pod in found if _has_containers(pod.spec))
     allowed_sub = POD_SUBRESOURCES if (group, resource) == ("", "pods") else frozenset({""})
     if request.sub_resource not in allowed_sub:
         return ()
@@ -218,32 +242,38 @@ class Volume:
 VOLUME_LISTS = (("volumes", "volume"), ("workspaces", "workspace"))
 
 
+def _items(pod: PodSpec, list_name: str) -> Iterator[tuple[str, int, Mapping[str, Any], str]]:
+    """``(field, index, item, name)`` of a list in the pod spec: ``safe`` for STRICT_LISTS (wrong
+    types and huge lists raise), the rest skip what is not an object."""
+    field = f"{pod.path}.{list_name}"
+    if pod.strict and list_name in STRICT_LISTS:
+        for index, item in safe.mappings(pod.spec.get(list_name), field):
+            yield field, index, item, safe.text(item.get("name"), f"{field}[{index}].name") or f"#{index}"
+        return
+    found = pod.spec.get(list_name)
+    for index, item in enumerate(found if isinstance(found, list) else ()):
+        if isinstance(item, Mapping):
+            yield field, index, item, str(item.get("name", f"#{index}"))
+
+
 def volumes(pod: PodSpec) -> Iterator[Volume]:
     """Every volume of the pod, labelled for messages."""
     for list_name, label in VOLUME_LISTS:
-        items = pod.spec.get(list_name)
-        if not isinstance(items, list):
-            continue
-        for index, item in enumerate(items):
-            if isinstance(item, Mapping):
-                name = item.get("name", f"#{index}")
-                yield Volume(f'{label} "{name}"', f"{pod.path}.{list_name}[{index}]", item)
+        for field, index, item, name in _items(pod, list_name):
+            yield Volume(f'{label} "{name}"', f"{field}[{index}]", item)
 
 
 def containers(pod: PodSpec) -> Iterator[Container]:
     """Every container of every kind, labelled for messages."""
     for list_name, label in CONTAINER_LISTS:
-        items = pod.spec.get(list_name)
-        if not isinstance(items, list):
-            continue
-        for index, item in enumerate(items):
-            if isinstance(item, Mapping):
-                name = item.get("name", f"#{index}")
-                yield Container(f'{label} "{name}"', f"{pod.path}.{list_name}[{index}]", item)
+        for field, index, item, name in _items(pod, list_name):
+            yield Container(f'{label} "{name}"', f"{field}[{index}]", item)
     for key, label in SINGLE_CONTAINERS:
-        item = pod.spec.get(key)
-        if isinstance(item, Mapping):
-            yield Container(f'{label} "{item.get("name", key)}"', f"{pod.path}.{key}", item)
+        single: Any = pod.spec.get(key)
+        if pod.strict and single is not None:
+            single = safe.mapping(single, f"{pod.path}.{key}")
+        if isinstance(single, Mapping):
+            yield Container(f'{label} "{single.get("name", key)}"', f"{pod.path}.{key}", single)
 
 
 def previous(request: attributes.AdmissionRequest, pod: PodSpec) -> PodSpec | None:
@@ -252,7 +282,7 @@ def previous(request: attributes.AdmissionRequest, pod: PodSpec) -> PodSpec | No
     if request.operation != "UPDATE" or request.old_object is None:
         return None
     old = dig(request.old_object, pod.keys)
-    return PodSpec(pod.path, old, pod.keys) if isinstance(old, Mapping) else None
+    return PodSpec(pod.path, old, pod.keys, pod.strict) if isinstance(old, Mapping) else None
 
 
 def spec_unchanged(request: attributes.AdmissionRequest, pod: PodSpec) -> bool:

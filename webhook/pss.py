@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook import podspec
+from webhook import podspec, safe
 
 Level = Literal["baseline", "restricted"]
 
@@ -99,12 +99,9 @@ class Standard:
         return own | self.extra_capabilities
 
 
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+# Wrong JSON types raise safe.Malformed (a finding), oversized lists safe.TooLarge.
+_map = safe.mapping
+_list = safe.items
 
 
 def _on(value: Any) -> bool:
@@ -279,7 +276,7 @@ def _container_baseline(container: podspec.Container, std: Standard) -> Iterator
             "which gives it every capability and the node's devices (a node escape); remove it and "
             "add only the capabilities it needs",
         )
-    added = _list(_map(context.get("capabilities")).get("add"))
+    added = safe.strings(_map(context.get("capabilities")).get("add"))
     forbidden = [cap for cap in added if cap not in std.allowed_capabilities]
     if forbidden:
         yield _sets(
@@ -351,7 +348,7 @@ def _container_restricted(container: podspec.Container, windows: bool) -> Iterat
                 escalation,
                 "which the restricted level does not allow; set it to false",
             )
-        if "ALL" not in _list(_map(context.get("capabilities")).get("drop")):
+        if "ALL" not in safe.strings(_map(context.get("capabilities")).get("drop")):
             yield (
                 f'{who} does not set securityContext.capabilities.drop=["ALL"]; drop ALL and add back '
                 "only NET_BIND_SERVICE if it binds a low port"

@@ -6,16 +6,19 @@ certificate does the same through the Secret. inotify on such trees is fiddly (t
 disappears), so this polls instead: ``os.stat`` of each file, through the symlinks, every couple of
 seconds — a handful of syscalls, nothing read unless something changed.
 
-A change is acted on once it has settled (two snapshots a moment apart agree), so a writer that
-replaces files one at a time (``agent-guard certs --force``: key first, then certificate) is not
-caught half-way. Then:
+A change is acted on once it has settled by content (``Watch``: the same bytes at two consecutive
+polls), so a writer that replaces files one at a time (``agent-guard certs --force``: key first,
+then certificate) or writes a file in pieces is not caught half-way, and what is loaded is checked
+to be what settled. A writer that pauses mid-file for longer than the reload interval can still be
+caught; the ConfigMap mount (the kubelet swaps a ``..data`` symlink to a complete new directory) and
+any write-then-rename are atomic and never are. See docs/hardening.md. Then:
 
 - policy: load and compile off the event loop; on success swap ``State.engine`` (one reference
   assignment, so a review in flight finishes with the engine it started with); on failure log the
   error naming file and field, count it, and keep the last good policy in force.
-- certificate: load the new pair into a scratch ``SSLContext`` first (a mismatched pair fails there,
-  not in the live context), then into the serving context itself. Existing connections keep their
-  session; new handshakes get the new certificate.
+- certificate: build a whole new serving context from the pair (``webhook.tls``; a mismatched pair
+  fails there and changes nothing) and switch new handshakes to it, whatever the key type of the
+  old and the new pair. Existing connections keep their session.
 """
 
 from __future__ import annotations
@@ -27,12 +30,11 @@ import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from webhook import app, certs, engine, manifests, policy
+from webhook import app, certs, engine, manifests, policy, tls
 
 log = logging.getLogger("agent-guard.reload")
 
 DEFAULT_INTERVAL_SECONDS = 2.0
-SETTLE_SECONDS = 0.2
 
 Snapshot = tuple[tuple[str, int, int, int, int] | tuple[str], ...]
 
@@ -50,23 +52,55 @@ def snapshot(files: Sequence[Path]) -> Snapshot:
     return tuple(found)
 
 
-class Watch:
-    """Polls a set of files; ``changed()`` is true once per settled change."""
+Content = tuple[tuple[str, bytes | None], ...]
 
-    def __init__(self, files: Callable[[], list[Path]], settle: float = SETTLE_SECONDS) -> None:
+
+def contents(files: Sequence[Path]) -> Content:
+    """Each file's bytes (None if it cannot be read), through symlinks."""
+    found: list[tuple[str, bytes | None]] = []
+    for file in files:
+        try:
+            found.append((str(file), file.read_bytes()))
+        except OSError:
+            found.append((str(file), None))
+    return tuple(found)
+
+
+class Watch:
+    """Polls a set of files; ``changed()`` is true once per settled change of their content.
+
+    Settled means: read at two consecutive polls (one reload interval apart, 2 s by default), the
+    files hold the same bytes, and those differ from the content last acted on. A writer still at
+    work changes the bytes between the two reads and is looked at again at the next poll; an
+    in-place rewrite with the same bytes is no change. ``stat`` alone decides whether to read at all.
+    """
+
+    def __init__(self, files: Callable[[], list[Path]]) -> None:
         self._files = files
-        self._settle = settle
         self._seen = snapshot(files())
+        self._pending: Content | None = None
+        self.content = contents(files())  # what the caller last acted on
 
     async def changed(self) -> bool:
-        current = snapshot(self._files())
-        if current == self._seen:
+        files = self._files()
+        current = snapshot(files)
+        if current == self._seen and self._pending is None:
             return False
-        await asyncio.sleep(self._settle)
-        if snapshot(self._files()) != current:
-            return False  # still being written; look again at the next poll
         self._seen = current
+        now = contents(files)
+        if now == self.content:
+            self._pending = None
+            return False
+        if now != self._pending:
+            self._pending = now  # first sight, or still being written: read again at the next poll
+            return False
+        self._pending = None
+        self.content = now
         return True
+
+    def unsettle(self) -> None:
+        """What was acted on is not what the files hold: settle them anew from the next poll."""
+        self._seen, self.content = (), ()
 
 
 def _routing(loaded: policy.Policy) -> tuple[object, ...]:
@@ -86,9 +120,12 @@ class PolicyReloader:
 
     async def reload(self) -> bool:
         state = self.state
+        before = contents(policy.policy_files(self.rules))
         try:
             judge = await asyncio.to_thread(engine.compile_policy, self.rules, self.mode, state.engine)
         except policy.PolicyError as exc:
+            if self._moved(before):  # refused a half-written file: judge the finished one instead
+                return False
             state.policy_error = str(exc)
             state.metrics.policy_reload(ok=False)
             log.error(
@@ -96,6 +133,8 @@ class PolicyReloader:
                 ", ".join(state.engine.policy.sources),
                 exc,
             )
+            return False
+        if self._moved(before):
             return False
         old = state.engine
         state.engine = judge
@@ -110,11 +149,19 @@ class PolicyReloader:
             )
         return True
 
+    def _moved(self, before: Content) -> bool:
+        """The files changed while they were being loaded: what was loaded may be a mix."""
+        if contents(policy.policy_files(self.rules)) == before:
+            return False
+        log.info("the policy files changed while being loaded; waiting for them to settle")
+        self.watch.unsettle()
+        return True
+
 
 class CertificateReloader:
-    def __init__(self, paths: certs.Paths, context: ssl.SSLContext, state: app.State) -> None:
+    def __init__(self, paths: certs.Paths, switch: tls.Switch, state: app.State) -> None:
         self.paths = paths
-        self.context = context
+        self.switch = switch
         self.state = state
         self.watch = Watch(lambda: [paths.cert, paths.key])
 
@@ -126,10 +173,8 @@ class CertificateReloader:
         # Resolve the ..data symlinks once so certificate and key come from the same generation.
         cert, key = Path(os.path.realpath(self.paths.cert)), Path(os.path.realpath(self.paths.key))
         try:
-            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            scratch.load_cert_chain(cert, key)
             not_after = certs.not_after(cert)
-            self.context.load_cert_chain(cert, key)
+            self.switch.replace(cert, key)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.state.metrics.certificate_reload(ok=False)
             log.error(

@@ -12,21 +12,26 @@ audit log when there is one, and what to print when a test fails. Two implementa
   cluster of that kubeconfig's current context, the admin being its identity, with the guard already
   deployed in ``agent-guard-system`` (``manifests/overlays/kind``); see ``incluster``. Its apiserver's
   flags were fixed when the cluster was created: the ``AuthorizationConfiguration`` is not used.
+- ``controlplane.node.NodeCluster``, selected by ``AGENT_GUARD_E2E_NODE=1`` (``make e2e-node``): a
+  real node on this host (controllers, containerd, a kubelet, kube-proxy) with the guard installed
+  from its own image and ``manifests/overlays/self-managed``; the apiserver authorizes agents
+  through that in-cluster guard (its own authorizer files, rendered for the Service's ClusterIP).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from tests.e2e import kubeconfig
-from tests.e2e.controlplane import processes
+from tests.e2e.controlplane import binaries, host, images, node, processes
 
 KUBECONFIG_ENV = "AGENT_GUARD_E2E_KUBECONFIG"
+NODE_ENV = "AGENT_GUARD_E2E_NODE"
 
 
 class Unavailable(Exception):
@@ -60,6 +65,11 @@ class Target(Protocol):
     @property
     def guard_in_cluster(self) -> bool:
         """True: the guard is deployed in the cluster and the suite starts none of its own."""
+        ...
+
+    @property
+    def guard_authorizer(self) -> bool:
+        """True: the apiserver asks the guard's /authorize about agents (``Stack.authorizer``)."""
         ...
 
     @property
@@ -104,6 +114,10 @@ class Local:
         return False
 
     @property
+    def guard_authorizer(self) -> bool:
+        return True
+
+    @property
     def audit_log(self) -> Path | None:
         return self.plane.apiserver.audit_log
 
@@ -121,31 +135,52 @@ def guard_url(port: int) -> str:
 
 
 def mode() -> str:
-    return "kubeconfig" if os.environ.get(KUBECONFIG_ENV) else "local"
+    if os.environ.get(KUBECONFIG_ENV):
+        return "kubeconfig"
+    return "node" if os.environ.get(NODE_ENV) else "local"
 
 
 def needs_binaries() -> bool:
-    return mode() == "local"
+    return mode() != "kubeconfig"
+
+
+def components() -> tuple[binaries.Component, ...]:
+    """The binaries this mode runs (the real node's slowest build, the kubelet, first)."""
+    if mode() == "node":
+        return binaries.NODE_COMPONENTS + binaries.COMPONENTS
+    return (binaries.ETCD, binaries.kube_apiserver())  # the release AGENT_GUARD_E2E_KUBERNETES selects
 
 
 @contextlib.contextmanager
 def provide(
-    workdir: Path, binaries: dict[str, Path], authorization_config: Path, admission_config: Path | None = None
+    workdir: Path,
+    found: dict[str, Path],
+    authorization_config: Path,
+    admission_config: Path | None = None,
+    progress: Callable[[str], None] = print,
 ) -> Iterator[Target]:
     """The cluster for this session, torn down on exit. A local one authorizes with
     ``authorization_config`` and configures admission plugins with ``admission_config``; an existing
-    cluster's are its own (the files are not used)."""
+    cluster's are its own, and the real node's are rendered for its in-cluster guard (the files are
+    not used)."""
     if mode() == "kubeconfig":
         try:
-            found = kubeconfig.load(Path(os.environ[KUBECONFIG_ENV]), workdir)
+            target = kubeconfig.load(Path(os.environ[KUBECONFIG_ENV]), workdir)
         except kubeconfig.KubeconfigError as exc:
             raise Unavailable(f"{KUBECONFIG_ENV}: {exc}") from exc
-        yield found
+        yield target
+        return
+    if mode() == "node":
+        try:
+            with node.running(workdir / "node", found, progress) as cluster:
+                yield cluster
+        except (host.HostUnavailable, images.ImageError) as exc:
+            raise Unavailable(f"{NODE_ENV}: {exc}") from exc
         return
     with processes.running(
         workdir / "controlplane",
-        binaries["etcd"],
-        binaries["kube-apiserver"],
+        found["etcd"],
+        found["kube-apiserver"],
         authorization_config,
         admission_config,
     ) as plane:

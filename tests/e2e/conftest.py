@@ -17,8 +17,11 @@ from typing import NoReturn
 import pytest
 
 from tests.e2e import attacks, cluster, incluster, kube, stack
-from tests.e2e.controlplane import binaries
+from tests.e2e.controlplane import binaries, host, images, node
 from webhook import guards
+
+# The real-node scenarios need the real node (make e2e-node): not collected in any other mode.
+collect_ignore = [] if cluster.mode() == "node" else ["node"]
 
 BINARIES = pytest.StashKey[dict[str, Path]]()
 BUILD_PROBLEM = pytest.StashKey[str]()
@@ -70,9 +73,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             reporter.write_line(f"e2e: {message}")
 
     try:
-        config.stash[BINARIES] = binaries.ensure_all(progress)
+        config.stash[BINARIES] = binaries.ensure_all(progress, cluster.components())
     except binaries.BuildError as exc:
         config.stash[BUILD_PROBLEM] = str(exc)
+        return
+    if cluster.mode() == "node":  # the images too (minutes on the first run), before any test's timeout
+        try:
+            node.prepare(config._tmp_path_factory.mktemp("node-prepare"), progress)  # type: ignore[attr-defined]
+        except (host.HostUnavailable, images.ImageError, binaries.BuildError) as exc:
+            config.stash[BUILD_PROBLEM] = f"{cluster.NODE_ENV}: {exc}"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -98,14 +107,24 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     found = config.stash.get(BINARIES, {})
     if cluster.needs_binaries() and not found:
         try:
-            found = binaries.ensure_all()
+            found = binaries.ensure_all(components=cluster.components())
         except binaries.BuildError as exc:
             unavailable(str(exc))
     workdir = tmp_path_factory.mktemp("e2e")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def progress(message: str) -> None:  # during a test's setup: past the output capture
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"e2e: {message}")
+
     try:
         with (
             stack.prepared(workdir) as plan,
-            cluster.provide(workdir, found, plan.authorization_config, plan.admission_config) as target,
+            cluster.provide(
+                workdir, found, plan.authorization_config, plan.admission_config, progress
+            ) as target,
         ):
             config.stash[DIAGNOSTICS] = target.diagnostics
             # On an existing cluster (make e2e-kind) the guard is the deployed one and the apiserver's
@@ -114,6 +133,7 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             with provided as up:
                 config.stash[DIAGNOSTICS] = up.diagnostics
                 yield up
+            config.stash[DIAGNOSTICS] = target.diagnostics  # the guard is gone; its cluster's logs stay
     except cluster.Unavailable as exc:
         unavailable(str(exc))
 

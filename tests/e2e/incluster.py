@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from tests import reviews, serving
 from tests.e2e import cluster, kube, stack
 from webhook import manifests, policy
@@ -64,7 +66,11 @@ def dry_run_answer(reply: kube.Reply) -> bool:
 
 
 def unreachable_answer(reply: kube.Reply) -> bool:
-    return reply.status == 500 and "failed calling webhook" in reply.message
+    """No replica answers: admission fails closed, or, where the apiserver also asks the guard's
+    authorizer (the real node), the authorizer's failure comes first."""
+    return reply.status == 500 and (
+        "failed calling webhook" in reply.message or "/authorize" in reply.message
+    )
 
 
 class DeployedWebhook(stack.Webhook):
@@ -260,7 +266,7 @@ class InClusterStack(stack.Stack):
             status = self.deployment().get("status", {})
             parts.append(f"--- deployment {DEPLOYMENT}: status {status}; the suite did: {self.events}\n")
             parts.append(self.guard_logs(tail=lines))
-        except (AssertionError, OSError) as exc:
+        except (AssertionError, OSError, urllib3.exceptions.HTTPError) as exc:
             parts.append(f"--- deployment {DEPLOYMENT}: could not be read ({exc})\n")
         return "".join(parts)
 
@@ -309,6 +315,7 @@ def up(target: cluster.Target, workdir: Path) -> Iterator[InClusterStack]:
         webhook=DeployedWebhook(admin, agent, loaded, ca_bundle),
         guard=None,
         guards=[],
+        authorizer=target.guard_authorizer,
         deployment_path=f"/apis/apps/v1/namespaces/{loaded.guard_namespace}/deployments/{DEPLOYMENT}",
     )
     deployed.wait_for_rollout(int(deployed.deployment()["spec"].get("replicas", 1)))

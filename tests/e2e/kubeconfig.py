@@ -50,6 +50,10 @@ class Kubeconfig:
         return True
 
     @property
+    def guard_authorizer(self) -> bool:
+        return False  # the cluster's apiserver flags were fixed at its creation (kind-config.yaml)
+
+    @property
     def audit_log(self) -> Path | None:
         return None  # on the control plane node, not on this machine
 

@@ -205,7 +205,7 @@ def test_approval_admits_the_retry_once(
         assert annotations.get(exempted_key) == f"approval/{words[2]} by e2e-admin", annotations
     [entry] = [
         d
-        for d in stack.decisions(guard.output())
+        for d in stack.decisions(guard.output)
         if d.get("namespace") == scene.namespace and d["decision"] == "allow"
     ]
     [exempted] = entry["exempted"]

@@ -25,7 +25,8 @@ DRY_RUN_ROWS = [pytest.param(attack, id=attack.id) for attack in attacks.ATTACKS
 DENIED_BY_US = f'admission webhook "{manifests.WEBHOOK_NAME}" denied the request'
 # The apiserver's 403 for an authorizer's denial, followed by ": " and the authorizer's reason.
 # (An HTTP method without a Kubernetes verb, OPTIONS on a proxy path, leaves the verb empty.)
-FORBIDDEN = re.compile(r'is forbidden: User "[^"]+" cannot [a-z]* ?(resource|path) "[^"]+"[^:]*: ')
+# The verb may be empty (OPTIONS on a proxy path) or constrained (1.37+: impersonate-on:user-info:list).
+FORBIDDEN = re.compile(r'is forbidden: User "[^"]+" cannot [a-z:-]* ?(resource|path) "[^"]+"[^:]*: ')
 GUARD_WARNING = re.compile(r"^\[[a-z0-9-]+\] ")
 AUTHORIZATION_DECISION = "authorization.k8s.io/decision"
 AUTHORIZATION_REASON = "authorization.k8s.io/reason"

@@ -120,7 +120,7 @@ def test_budget_exhausted_per_process_then_refilled(
         assert _delete(e2e, scene, index).status == 200
     _budget_denial(refused := _delete(e2e, scene, LIMIT))
     assert _exists(e2e, scene, LIMIT), f"refused, yet deleted: {refused}"
-    logged = [d for d in stack.decisions(first.output()) if d.get("namespace") == scene.namespace]
+    logged = [d for d in stack.decisions(first.output) if d.get("namespace") == scene.namespace]
     assert [d["decision"] for d in logged] == ["allow"] * LIMIT + ["deny"]
 
     # The other process has a budget of its own: per process, so up to 2 x limit within one window.

@@ -52,7 +52,7 @@ def test_attack_is_admitted_with_warnings_and_audit_annotations(
         found = audit.annotations_of(e2e.target.audit_log, reply.audit_id, f"{manifests.WEBHOOK_NAME}/")
         assert found[f"{manifests.WEBHOOK_NAME}/decision"] == "would-deny", found
         assert attack.guard in found[f"{manifests.WEBHOOK_NAME}/guards"].split(","), found
-    decisions = stack.decisions(dry_run_log())
+    decisions = stack.decisions(dry_run_log)
     assert any(
         d["decision"] == "would-deny"
         and attack.guard in d["guards"]
@@ -76,7 +76,7 @@ def test_agent_reads_a_secret_and_the_guard_logs_would_deny(
     assert [item.metadata.name for item in listed.items] == ["db-credentials"]
     logged = [
         d
-        for d in stack.decisions(dry_run_log())
+        for d in stack.decisions(dry_run_log)
         if d["endpoint"] == "authorize" and d["namespace"] == scene.namespace and d["resource"] == "secrets"
     ]
     assert {d["operation"] for d in logged} == {"get", "list"}, logged

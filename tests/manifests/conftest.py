@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.manifests import kustomize_binary, rendering
+from tests.manifests import helm_binary, kustomize_binary, rendering
 
 MANIFESTS = rendering.MANIFESTS
 OVERLAYS = rendering.OVERLAYS
@@ -35,3 +35,14 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def rendered(kustomize: Path, tree: Path) -> dict[str, Documents]:
     return {overlay: rendering.render(kustomize, tree, overlay) for overlay in OVERLAYS}
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The helm binary; when it cannot be built: a skip that says why locally, a failure under CI."""
+    try:
+        return helm_binary.ensure()
+    except helm_binary.BuildError as exc:  # GoMissing included
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(f"helm could not be built, so the chart tests cannot run: {exc}")

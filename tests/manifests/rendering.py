@@ -18,7 +18,7 @@ from tests.manifests import kustomize_binary
 from webhook import certs
 
 MANIFESTS = reviews.ROOT / "manifests"
-OVERLAYS = ("enforce", "dry-run", "kind", "cert-manager")
+OVERLAYS = ("enforce", "dry-run", "kind", "cert-manager", "self-managed")
 TLS_COMPONENT_CERTS = Path("components/tls-secret/certs")
 
 Documents = list[dict[str, Any]]

@@ -5,6 +5,7 @@ Files are updated the way the kubelet updates mounted ConfigMaps and Secrets (``
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -204,3 +205,39 @@ def test_mismatched_certificate_is_refused_and_the_old_one_kept(tmp_path: Path) 
         assert "certificate reload refused" in guard.output()
         assert _allowed(guard) is False  # still serving, with the old pair, on new connections
         assert _served_certificate(guard.port, guard.context()) == _der(old / certs.CERT_FILE)
+
+
+def test_rotation_between_key_types_serves_the_new_certificate_to_every_client(tmp_path: Path) -> None:
+    """ECDSA -> RSA -> ECDSA: one SSLContext holds a certificate per key type, so loading the RSA pair
+    into the live context would leave ECDSA-capable clients on the old certificate. A client that
+    offers both key types (the default) must get each new certificate, and so must one limited to
+    the new key type."""
+    pairs = {name: tmp_path / name for name in ("ecdsa-1", "rsa", "ecdsa-2")}
+    for name, directory in pairs.items():
+        certs.generate(directory, key_type="rsa" if name == "rsa" else "ecdsa")
+    served = tmp_path / "tls"
+    mounts.publish(served, mounts.contents(pairs["ecdsa-1"], *TLS_FILES))
+
+    def client(*names: str, ciphers: str | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        for name in names:
+            context.load_verify_locations(cafile=str(pairs[name] / certs.CA_FILE))
+        if ciphers:  # TLS 1.2 with only this signature algorithm family
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(ciphers)
+        return context
+
+    anyone = client(*pairs)
+    with serving.running(tmp_path, served, *FAST) as guard:
+        assert _served_certificate(guard.port, client("ecdsa-1")) == _der(pairs["ecdsa-1"] / certs.CERT_FILE)
+        for step, name in enumerate(("rsa", "ecdsa-2"), start=1):
+            mounts.publish(served, mounts.contents(pairs[name], *TLS_FILES))
+            reloads = functools.partial(
+                _sample, guard, 'agent_guard_certificate_reloads_total{result="ok"}', anyone
+            )
+            _eventually(lambda: reloads() >= step, what=f"the {name} certificate")  # noqa: B023
+            expected = _der(pairs[name] / certs.CERT_FILE)
+            assert _served_certificate(guard.port, client(name)) == expected
+            family = "aRSA" if name == "rsa" else "aECDSA"
+            assert _served_certificate(guard.port, client(name, ciphers=f"ECDHE+{family}")) == expected
+            assert _allowed(guard, client(name)) is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,8 +53,13 @@ def test_admission_round_trip_verifies_chain_and_hostname(guard: serving.Guard) 
 
 def test_decision_is_logged_as_one_json_line(guard: serving.Guard) -> None:
     _post(guard, reviews.namespace_delete(name="logged"), guard.context())
-    lines = [json.loads(line) for line in guard.output().splitlines() if line.startswith("{")]
-    assert any(entry["name"] == "logged" and entry["decision"] == "deny" for entry in lines)
+    deadline = time.monotonic() + 5  # lines are written by the decision log's own thread
+    while True:
+        lines = [json.loads(line) for line in guard.output().splitlines() if line.startswith("{")]
+        if any(entry["name"] == "logged" and entry["decision"] == "deny" for entry in lines):
+            break
+        assert time.monotonic() < deadline, "no decision line"
+        time.sleep(0.02)
 
 
 def test_untrusted_client_cannot_connect(guard: serving.Guard) -> None:

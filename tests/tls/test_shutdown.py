@@ -106,3 +106,22 @@ def test_plain_stop_exits_0(tmp_path: Path) -> None:
     with serving.running(tmp_path, tmp_path / "certs") as guard:
         pass
     assert guard.process.returncode == 0
+
+
+def test_request_still_in_flight_at_the_shutdown_timeout_gets_a_503_that_says_why(tmp_path: Path) -> None:
+    with serving.running(
+        tmp_path, tmp_path / "certs", "--shutdown-timeout", "1", "--read-timeout", "60"
+    ) as guard:
+        body = reviews.body(reviews.namespace_delete(name="too-slow"))
+        sock = _connect(guard)
+        head = f"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n"
+        sock.sendall(head.encode() + body[:10])  # and the rest never comes
+        time.sleep(0.2)
+        guard.process.send_signal(signal.SIGTERM)
+        status, headers, answer = _read_response(sock)
+        sock.close()
+        assert status == "HTTP/1.1 503 Service Unavailable"
+        assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+        assert "shut down before this review was complete" in json.loads(answer)["error"]
+        assert guard.process.wait(10) == 0
+    assert "Traceback" not in guard.output()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -48,3 +51,31 @@ def test_bad_worker_count_is_refused(tmp_path: Path) -> None:
         cwd=reviews.ROOT,
     )
     assert done.returncode == 2 and "must be a positive integer" in done.stderr
+
+
+def test_a_dead_worker_is_logged_and_replaced(tmp_path: Path) -> None:
+    with serving.running(tmp_path, tmp_path / "certs", "--workers", "2", "--reload-interval", "0") as guard:
+        first = _children(guard.process.pid)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)  # as the OOM killer would
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = _children(guard.process.pid)
+            if len(now) == 2 and first[0] not in now:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"workers after the kill: {_children(guard.process.pid)}")
+        replacement = (set(now) - set(first)).pop()
+        serving.wait_ready(guard)
+        context = guard.context()
+        for index in range(20):  # both workers serve (the kernel spreads new connections)
+            request = urllib.request.Request(
+                f"{guard.url}/validate", data=reviews.body(reviews.namespace_delete(f"ns-{index}"))
+            )
+            with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+                assert json.load(answer)["response"]["allowed"] is False
+        assert guard.stop() == 0  # the replaced worker's death is not the exit code of a clean stop
+    output = guard.output()
+    assert f"worker {first[0]} was killed by signal SIGKILL while serving; starting a replacement" in output
+    assert f"replacement worker {replacement} started (2 running)" in output

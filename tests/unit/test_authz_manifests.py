@@ -151,6 +151,18 @@ def test_kubeconfig_can_reference_a_ca_file() -> None:
         manifests.authorization_kubeconfig("http://127.0.0.1:8443", ca_file="/ca.crt")
 
 
+def test_kubeconfig_names_the_service_when_dialing_a_cluster_ip() -> None:
+    """The self-managed install (docs/deploy.md): the apiserver dials a fixed ClusterIP and verifies
+    the Service's DNS name, which is what the guard's certificate carries."""
+    document = manifests.authorization_kubeconfig(
+        "https://10.96.0.250", ca_file="/ca.crt", tls_server_name="agent-guard.agent-guard-system.svc"
+    )
+    [cluster] = document["clusters"]
+    assert cluster["cluster"]["tls-server-name"] == "agent-guard.agent-guard-system.svc"
+    plain = manifests.authorization_kubeconfig("https://10.96.0.250", ca_file="/ca.crt")
+    assert "tls-server-name" not in plain["clusters"][0]["cluster"]
+
+
 def test_cli_writes_both_files_for_an_apiserver(tmp_path: Path, capsys: Any) -> None:
     certs.generate(tmp_path / "certs")
     out = tmp_path / "authz"

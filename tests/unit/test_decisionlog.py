@@ -6,9 +6,13 @@ import datetime
 import io
 import json
 import re
+import sys
 import threading
+import time
 
-from webhook import attributes, decisionlog, engine
+import pytest
+
+from webhook import attributes, decisionlog, engine, metrics
 
 
 def test_each_decision_is_one_json_line_even_under_concurrency() -> None:
@@ -27,6 +31,7 @@ def test_each_decision_is_one_json_line_even_under_concurrency() -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    assert writer.close()
     lines = sink.getvalue().decode().splitlines()
     assert len(lines) == len(entries)
     assert sorted(json.loads(line)["uid"] for line in lines) == sorted(str(e["uid"]) for e in entries)
@@ -34,7 +39,9 @@ def test_each_decision_is_one_json_line_even_under_concurrency() -> None:
 
 def test_non_ascii_is_kept_as_utf8() -> None:
     sink = io.BytesIO()
-    decisionlog.Writer(sink)({"name": "prüfung"})
+    writer = decisionlog.Writer(sink)
+    writer({"name": "prüfung"})
+    assert writer.close()
     assert sink.getvalue() == '{"name":"prüfung"}\n'.encode()
 
 
@@ -45,6 +52,76 @@ def test_time_is_utc_iso_8601_with_milliseconds() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
     parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert before - datetime.timedelta(milliseconds=1) <= parsed <= after
+
+
+class _Stalled(io.BytesIO):
+    """A sink whose reader stopped reading: every write blocks until ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.release.wait()
+        return super().write(data)
+
+
+class _Failing(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.failing:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def _dropped(meters: metrics.Metrics, reason: str) -> float:
+    value = meters.registry.get_sample_value(
+        "agent_guard_decision_log_dropped_lines_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+def test_a_stalled_reader_never_blocks_the_caller_and_overflow_is_counted() -> None:
+    sink, meters = _Stalled(), metrics.Metrics()
+    writer = decisionlog.Writer(sink, meters, capacity=100)
+    started = time.monotonic()
+    for index in range(1000):
+        writer({"uid": str(index)})
+    assert time.monotonic() - started < 2  # would hang forever if writing were synchronous
+    dropped = _dropped(meters, "queue-full")
+    assert 1000 - 100 - decisionlog.Writer.BATCH <= dropped <= 1000 - 100
+    sink.release.set()
+    assert writer.close()
+    written = sink.getvalue().decode().splitlines()
+    assert len(written) + dropped == 1000
+    assert json.loads(written[0]) == {"uid": "0"}
+
+
+def test_a_failing_sink_is_reported_counted_and_recovers() -> None:
+    sink, meters = _Failing(), metrics.Metrics()
+    writer = decisionlog.Writer(sink, meters)
+    writer({"uid": "lost"})
+    deadline = time.monotonic() + 5
+    while writer.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.error is not None and "No space left" in writer.error
+    assert meters.registry.get_sample_value("agent_guard_decision_log_failing") == 1
+    assert _dropped(meters, "write-error") == 1
+    sink.failing = False
+    writer({"uid": "kept"})
+    assert writer.close()
+    assert writer.error is None
+    assert meters.registry.get_sample_value("agent_guard_decision_log_failing") == 0
+    assert sink.getvalue() == b'{"uid":"kept"}\n'
+
+
+def test_no_stdout_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(OSError, match="stdout, which is closed"):
+        decisionlog.stdout_stream()
 
 
 def _access(verb: str, resource: str, group: str = "rbac.authorization.k8s.io") -> dict[str, object]:

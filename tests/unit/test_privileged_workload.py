@@ -141,8 +141,8 @@ def test_explicit_bad_values_at_restricted(shipped_policy: policy.Policy) -> Non
     assert len(verdict.findings) == 4, messages
 
 
-def test_malformed_pod_spec_does_not_crash(shipped_policy: policy.Policy) -> None:
-    """Shapes the apiserver would never send still get judged, never a crash (which would fail closed)."""
+def test_malformed_pod_spec_is_a_malformed_finding_not_a_crash(shipped_policy: policy.Policy) -> None:
+    """Shapes the apiserver would never send are denied as malformed, naming the field; never a crash."""
     obj = {
         "metadata": {"name": "p", "annotations": "nope"},
         "spec": {
@@ -154,9 +154,9 @@ def test_malformed_pod_spec_does_not_crash(shipped_policy: policy.Policy) -> Non
     verdict = _admit(
         _engine(shipped_policy, level="restricted"), reviews.admission_request("CREATE", "pods", obj=obj)
     )
-    assert not any(f.error for f in verdict.findings)
+    assert not any(f.error for f in verdict.findings) and not verdict.allowed
     messages = "\n".join(f.message for f in verdict.findings)
-    assert 'volume "odd" uses spec.volumes[1] (no known volume source)' in messages
+    assert messages.startswith("[privileged-workload] malformed object: spec.securityContext is a list where")
 
 
 @pytest.mark.parametrize(

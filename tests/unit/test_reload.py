@@ -27,46 +27,48 @@ def _changed(watch: reload.Watch) -> bool:
 
 def test_kubelet_style_swap_is_a_change(tmp_path: Path) -> None:
     mounts.publish(tmp_path, {"policy.yaml": POLICY})
-    watch = reload.Watch(lambda: policy.policy_files(tmp_path), settle=0)
+    watch = reload.Watch(lambda: policy.policy_files(tmp_path))
     assert not _changed(watch)
-    mounts.publish(tmp_path, {"policy.yaml": POLICY})  # same bytes, new generation: still reloaded
-    assert _changed(watch)
+    mounts.publish(tmp_path, {"policy.yaml": POLICY})  # same bytes, new generation: nothing to do
+    assert not _changed(watch)
+    mounts.publish(tmp_path, {"policy.yaml": OFF})
+    assert not _changed(watch)  # first sight
+    assert _changed(watch)  # the same bytes one poll later: settled
     assert not _changed(watch)
 
 
 def test_in_place_edit_and_new_files_are_changes(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_bytes(POLICY)
-    watch = reload.Watch(lambda: policy.policy_files(tmp_path), settle=0)
+    watch = reload.Watch(lambda: policy.policy_files(tmp_path))
     (tmp_path / "policy.yaml").write_bytes(OFF)
-    assert _changed(watch)
+    assert not _changed(watch) and _changed(watch)
     (tmp_path / "more.yaml").write_bytes(b"apiVersion: agent-guard.io/v1alpha1\nkind: Policy\n")
-    assert _changed(watch)
+    assert not _changed(watch) and _changed(watch)
     (tmp_path / "notes.txt").write_text("not a policy file")
-    assert not _changed(watch)
+    assert not _changed(watch) and not _changed(watch)
 
 
-def test_a_change_still_in_progress_waits_for_the_next_poll(tmp_path: Path) -> None:
+def test_a_file_still_being_written_is_not_taken_until_its_content_settles(tmp_path: Path) -> None:
+    """A writer that pauses mid-file (longer than any fixed settle delay) is not caught half-way:
+    the bytes must be the same at two consecutive polls."""
     target = tmp_path / "policy.yaml"
     target.write_bytes(POLICY)
-    watch = reload.Watch(lambda: [target], settle=0.05)
-
-    async def edit_while_settling() -> bool:
-        target.write_bytes(OFF)
-        checking = asyncio.create_task(watch.changed())
-        await asyncio.sleep(0.01)
-        target.write_bytes(OFF + b"\n")  # the writer is not done yet
-        return await checking
-
-    assert asyncio.run(edit_while_settling()) is False
+    watch = reload.Watch(lambda: [target])
+    with target.open("wb") as writer:
+        for piece in (OFF[:100], OFF[100:300], OFF[300:]):
+            writer.write(piece)
+            writer.flush()
+            assert not _changed(watch)  # every poll sees new bytes
     assert _changed(watch)
+    assert watch.content == ((str(target), OFF),)
 
 
 def test_deleted_file_is_a_change(tmp_path: Path) -> None:
     target = tmp_path / "tls.crt"
     target.write_text("x")
-    watch = reload.Watch(lambda: [target], settle=0)
+    watch = reload.Watch(lambda: [target])
     target.unlink()
-    assert _changed(watch)
+    assert not _changed(watch) and _changed(watch)
 
 
 @pytest.fixture
@@ -144,3 +146,35 @@ def test_reload_reports_a_lapsed_exemption_like_a_start(
     with caplog.at_level(logging.WARNING, logger="agent-guard.engine"):
         assert asyncio.run(reloader.reload())
     assert "EXPIRED on 2000-01-01" in caplog.text
+
+
+def test_a_slow_non_atomic_write_never_loads_a_weaker_prefix(state: app.State, tmp_path: Path) -> None:
+    """The policy is rewritten in place by a writer that pauses after the serviceAccounts line, for
+    less than one reload interval. That prefix is a valid policy which no longer knows the agents'
+    group; the old fixed 0.2 s settle delay loaded it. Settling by content never does."""
+    target = tmp_path / "rules" / "policy.yaml"
+    target.unlink()  # an ordinary file, edited in place, instead of the kubelet's symlinks
+    target.write_bytes(POLICY)
+    reloader = reload.PolicyReloader(tmp_path / "rules", None, state)
+    group_agent = review.parse_admission(
+        reviews.body(
+            reviews.namespace_delete(user={"username": "alice", "groups": ["agent-guard.io:agents"]})
+        )
+    )
+    prefix = POLICY[: POLICY.index(b"  groups:")]
+    (tmp_path / "prefix.yaml").write_bytes(prefix)
+    weaker = engine.Engine(policy.load(tmp_path / "prefix.yaml"))
+    assert weaker.admit(group_agent).allowed  # what loading the prefix would do
+
+    with target.open("wb") as writer:
+        writer.write(prefix)
+        writer.flush()
+        asyncio.run(reloader.poll())  # the writer pauses here
+        assert not state.engine.admit(group_agent).allowed
+        writer.write(POLICY[len(prefix) :])
+    asyncio.run(reloader.poll())  # new bytes again: not settled
+    assert not state.engine.admit(group_agent).allowed
+    assert _reload_count(state, "ok") == 0 and _reload_count(state, "failed") == 0
+    asyncio.run(reloader.poll())  # settled: the whole file, and it denies
+    assert not state.engine.admit(group_agent).allowed
+    assert _reload_count(state, "ok") == 0  # the same bytes as the policy in force: nothing to reload

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import pydantic
 
-from webhook import attributes, budget, schema
+from webhook import attributes, budget, safe, schema
 from webhook.guards import base
 
 SCALABLE = frozenset({"deployments", "statefulsets", "replicasets", "replicationcontrollers"})
@@ -64,9 +64,7 @@ def _replicas(obj: Mapping[str, Any] | None) -> int | None:
     """``spec.replicas`` of a workload or Scale object; Kubernetes defaults a missing value to 1."""
     if not isinstance(obj, Mapping):
         return None
-    spec = obj.get("spec")
-    if not isinstance(spec, Mapping):
-        return 1
+    spec = safe.mapping(obj.get("spec"), "spec")  # a wrong type is malformed, not "no replicas"
     value = spec.get("replicas", 1)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes
+from webhook import attributes, safe
 from webhook.guards import base
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -82,9 +82,8 @@ def _matches(patterns: tuple[str, ...], key: str) -> bool:
 
 
 def _metadata_map(obj: attributes.Object | None, field: str) -> Mapping[str, Any]:
-    metadata = obj.get("metadata") if obj is not None else None
-    found = metadata.get(field) if isinstance(metadata, Mapping) else None
-    return found if isinstance(found, Mapping) else {}
+    metadata = safe.mapping(obj.get("metadata") if obj is not None else None, "metadata")
+    return safe.string_map(metadata.get(field), f"metadata.{field}")
 
 
 def _name(request: attributes.AdmissionRequest) -> str:
@@ -92,8 +91,8 @@ def _name(request: attributes.AdmissionRequest) -> str:
     if request.name:
         return request.name
     target = request.target
-    metadata = target.get("metadata") if target is not None else None
-    return str(metadata.get("name", "")) if isinstance(metadata, Mapping) else ""
+    metadata = safe.mapping(target.get("metadata") if target is not None else None, "metadata")
+    return safe.text(metadata.get("name"), "metadata.name")
 
 
 # --- the guard's namespace and RBAC ------------------------------------------------------------------
@@ -190,9 +189,9 @@ def _namespace_findings(request: attributes.AdmissionRequest, settings: Settings
 
 
 def _conversion_webhook(obj: attributes.Object | None) -> Mapping[str, Any] | None:
-    spec = obj.get("spec") if obj is not None else None
-    conversion = spec.get("conversion") if isinstance(spec, Mapping) else None
-    if not isinstance(conversion, Mapping):
+    spec = safe.mapping(obj.get("spec") if obj is not None else None, "spec")
+    conversion = safe.mapping(spec.get("conversion"), "spec.conversion")
+    if not conversion:
         return None
     if conversion.get("strategy") != "Webhook" and not isinstance(conversion.get("webhook"), Mapping):
         return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from webhook import attributes
+from webhook import attributes, safe
 from webhook.guards import base
 
 DELETE_VERBS = frozenset({"delete", "deletecollection"})
@@ -39,9 +39,8 @@ class Settings(base.GuardSettings):
 
 
 def _owners(obj: attributes.Object | None) -> list[Any]:
-    metadata = obj.get("metadata") if obj is not None else None
-    owners = metadata.get("ownerReferences") if isinstance(metadata, Mapping) else None
-    return owners if isinstance(owners, list) else []
+    metadata = safe.mapping(obj.get("metadata") if obj is not None else None, "metadata")
+    return [owner for _, owner in safe.mappings(metadata.get("ownerReferences"), "metadata.ownerReferences")]
 
 
 def _owner_name(owner: Any) -> str:
@@ -51,8 +50,8 @@ def _owner_name(owner: Any) -> str:
 
 
 def _name(request: attributes.AdmissionRequest) -> str:
-    metadata = (request.object or {}).get("metadata")
-    return request.name or (str(metadata.get("name", "")) if isinstance(metadata, Mapping) else "")
+    metadata = safe.mapping((request.object or {}).get("metadata"), "metadata")
+    return request.name or safe.text(metadata.get("name"), "metadata.name")
 
 
 def check(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from webhook import attributes, podspec, pss
+from webhook import attributes, podspec, pss, safe
 from webhook.guards import base
 
 _CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -65,15 +65,12 @@ def _metadata(obj: Mapping[str, Any], pod: podspec.PodSpec) -> tuple[Mapping[str
     if not pod.keys or pod.keys[-1] != "spec":
         return {}, ""  # a pod spec without a metadata sibling (custom kinds): no annotations to judge
     keys = (*pod.keys[:-1], "metadata")
-    found = podspec.dig(obj, keys)
     path = pod.path[: -len("spec")] + "metadata"
-    return (found if isinstance(found, Mapping) else {}), path
+    return safe.mapping(podspec.dig(obj, keys), path), path
 
 
 def _apparmor(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    annotations = metadata.get("annotations")
-    if not isinstance(annotations, Mapping):
-        return {}
+    annotations = safe.string_map(metadata.get("annotations"))
     return {
         k: v for k, v in annotations.items() if isinstance(k, str) and k.startswith(pss.APPARMOR_ANNOTATION)
     }
@@ -109,13 +106,11 @@ HOST_VOLUME_SOURCES = ("hostPath", "local")
 
 
 def _persistent_volume(request: attributes.AdmissionRequest) -> Iterator[str]:
-    spec = (request.object or {}).get("spec")
-    if not isinstance(spec, Mapping):
-        return
+    spec = safe.mapping((request.object or {}).get("spec"), "spec")
     name = request.name or str(((request.object or {}).get("metadata") or {}).get("name", ""))
     for source in HOST_VOLUME_SOURCES:
-        found = spec.get(source)
-        if isinstance(found, Mapping):
+        found = safe.mapping(spec.get(source), f"spec.{source}")
+        if source in spec and spec[source] is not None:
             yield (
                 f'PersistentVolume "{name}" sets spec.{source}.path="{found.get("path", "")}", a node '
                 "directory: any pod that mounts a claim bound to it reads and writes the node's files, "
@@ -125,9 +120,9 @@ def _persistent_volume(request: attributes.AdmissionRequest) -> Iterator[str]:
 
 
 def _service(request: attributes.AdmissionRequest) -> Iterator[str]:
-    spec = (request.object or {}).get("spec")
-    ips = spec.get("externalIPs") if isinstance(spec, Mapping) else None
-    if not isinstance(ips, list) or not ips:
+    spec = safe.mapping((request.object or {}).get("spec"), "spec")
+    ips = safe.items(spec.get("externalIPs"), "spec.externalIPs")
+    if not ips:
         return
     old_spec = (request.old_object or {}).get("spec")
     old_ips = old_spec.get("externalIPs") if isinstance(old_spec, Mapping) else None

@@ -28,7 +28,7 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes, effective, rbac
+from webhook import attributes, effective, rbac, safe
 from webhook.guards import base
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -104,11 +104,7 @@ class Settings(base.GuardSettings):
 # --- small helpers -------------------------------------------------------------------------------
 
 
-def _strings(value: Any) -> list[str]:
-    """A list field as strings; anything malformed reads as empty (the apiserver validated it)."""
-    if not isinstance(value, list):
-        return []
-    return [item for item in value if isinstance(item, str)]
+_strings = safe.strings  # a wrong type raises safe.Malformed (a finding), never reads as empty
 
 
 def _quoted(items: Sequence[str]) -> str:
@@ -158,15 +154,13 @@ def _rule_problems(rule: Mapping[str, Any]) -> list[str]:
 
 
 def _aggregation_problems(obj: Mapping[str, Any]) -> Iterator[str]:
-    if isinstance(obj.get("aggregationRule"), Mapping):
+    safe.mapping(obj.get("aggregationRule"), "aggregationRule")  # a wrong type is malformed
+    if obj.get("aggregationRule") is not None:
         yield (
             "sets aggregationRule: an aggregated ClusterRole collects the rules of every ClusterRole its "
             "selector matches, now and later (including cluster-admin-level ones); list the rules explicitly"
         )
-    metadata = obj.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-    if not isinstance(labels, Mapping):
-        return
+    labels = safe.string_map(safe.mapping(obj.get("metadata"), "metadata").get("labels"), "metadata.labels")
     for key, value in labels.items():
         # Selectors of aggregating roles may match any value; only an explicit "false" is harmless.
         if str(key).startswith(AGGREGATE_LABEL_PREFIX) and str(value).lower() != "false":
@@ -182,10 +176,7 @@ def _role_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
     if obj is None:
         return
     what = _describe(request)
-    rules = obj.get("rules")
-    for index, rule in enumerate(rules if isinstance(rules, list) else []):
-        if not isinstance(rule, Mapping):
-            continue
+    for index, rule in safe.mappings(obj.get("rules"), "rules"):
         problems = _rule_problems(rule)
         if problems:
             yield (
@@ -202,7 +193,7 @@ def _role_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
 
 
 def _powerful_role(ref: Mapping[str, Any], namespace: str, settings: Settings) -> bool:
-    kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
+    kind, name = safe.text(ref.get("kind"), "roleRef.kind"), safe.text(ref.get("name"), "roleRef.name")
     if kind == "ClusterRole":
         if name in POWERFUL_CLUSTER_ROLES:
             return True
@@ -217,14 +208,14 @@ def _powerful_role(ref: Mapping[str, Any], namespace: str, settings: Settings) -
 
 def _subject_identity(subject: Mapping[str, Any], binding_namespace: str) -> attributes.UserInfo | None:
     """The caller a subject grants to, as the authenticator would present it (None: malformed)."""
-    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    kind, name = safe.text(subject.get("kind")), safe.text(subject.get("name"))
     if not name:
         return None
     if kind == "Group":
         return attributes.UserInfo(username="", groups=(name,))
     if kind == "ServiceAccount":
         # RBAC defaults a ServiceAccount subject's namespace to the binding's own namespace.
-        namespace = str(subject.get("namespace") or binding_namespace)
+        namespace = safe.text(subject.get("namespace")) or binding_namespace
         if not namespace:
             return None
         name = f"{attributes.SA_PREFIX}{namespace}:{name}"
@@ -241,7 +232,7 @@ def _subject_identity(subject: Mapping[str, Any], binding_namespace: str) -> att
 def _subject_problem(
     subject: Mapping[str, Any], binding_namespace: str, caller: attributes.UserInfo, ctx: base.Context
 ) -> str | None:
-    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    kind, name = safe.text(subject.get("kind")), safe.text(subject.get("name"))
     if kind == "Group" and name.startswith(RESERVED_GROUP_PREFIX):
         return (
             f'group "{name}" is a Kubernetes-assigned group (all users, all ServiceAccounts, or '
@@ -269,21 +260,16 @@ def _binding_findings(
     if obj is None:
         return
     what = _describe(request)
-    metadata = obj.get("metadata")
-    namespace = request.namespace or (
-        str(metadata.get("namespace", "")) if isinstance(metadata, Mapping) else ""
-    )
-    ref = obj.get("roleRef")
-    if isinstance(ref, Mapping) and _powerful_role(ref, namespace, settings):
+    metadata = safe.mapping(obj.get("metadata"), "metadata")
+    namespace = request.namespace or safe.text(metadata.get("namespace"), "metadata.namespace")
+    ref = safe.mapping(obj.get("roleRef"), "roleRef")
+    if ref and _powerful_role(ref, namespace, settings):
         yield (
             f'{what}: roleRef {ref.get("kind")} "{ref.get("name")}" is a powerful role (Secrets, exec, RBAC '
             "or control-plane access); bind a Role with only the verbs and resources needed, or "
             f"{ASK}"
         )
-    subjects = obj.get("subjects")
-    for index, subject in enumerate(subjects if isinstance(subjects, list) else []):
-        if not isinstance(subject, Mapping):
-            continue
+    for index, subject in safe.mappings(obj.get("subjects"), "subjects"):
         problem = _subject_problem(subject, namespace, request.user, ctx)
         if problem:
             yield f"{what}: subjects[{index}] {problem}"
@@ -293,22 +279,19 @@ def _binding_findings(
 
 
 def _binding_namespace(request: attributes.AdmissionRequest, obj: Mapping[str, Any]) -> str:
-    metadata = obj.get("metadata")
-    if request.namespace or not isinstance(metadata, Mapping):
-        return request.namespace
-    return str(metadata.get("namespace") or "")
+    metadata = safe.mapping(obj.get("metadata"), "metadata")
+    return request.namespace or safe.text(metadata.get("namespace"), "metadata.namespace")
 
 
 def _subject_keys(obj: Mapping[str, Any] | None, namespace: str) -> set[tuple[str, str, str]]:
     subjects = obj.get("subjects") if obj is not None else None
     keys = set()
-    for subject in subjects if isinstance(subjects, list) else ():
-        if isinstance(subject, Mapping):
-            kind = str(subject.get("kind", ""))
-            subject_namespace = str(
-                subject.get("namespace") or (namespace if kind == "ServiceAccount" else "")
-            )
-            keys.add((kind, subject_namespace, str(subject.get("name", ""))))
+    for index, subject in safe.mappings(subjects, "subjects"):
+        kind = safe.text(subject.get("kind"), f"subjects[{index}].kind")
+        subject_namespace = safe.text(subject.get("namespace"), f"subjects[{index}].namespace") or (
+            namespace if kind == "ServiceAccount" else ""
+        )
+        keys.add((kind, subject_namespace, safe.text(subject.get("name"), f"subjects[{index}].name")))
     return keys
 
 
@@ -326,9 +309,9 @@ def _effective_binding_findings(request: attributes.AdmissionRequest, ctx: base.
         return
     what = _describe(request)
     namespace = _binding_namespace(request, obj)
-    ref = obj.get("roleRef")
-    kind = str(ref.get("kind", "")) if isinstance(ref, Mapping) else ""
-    name = str(ref.get("name", "")) if isinstance(ref, Mapping) else ""
+    ref = safe.mapping(obj.get("roleRef"), "roleRef")
+    kind = safe.text(ref.get("kind"), "roleRef.kind")
+    name = safe.text(ref.get("name"), "roleRef.name")
     if kind not in (rbac.ROLE, rbac.CLUSTER_ROLE) or not name:
         return  # the apiserver rejects such a binding itself
     subjects = _subject_keys(obj, namespace)
@@ -366,7 +349,9 @@ def _role_in_request(request: attributes.AdmissionRequest) -> rbac.Role | None:
     if obj is None:
         return None
     kind = rbac.CLUSTER_ROLE if request.resource.resource == "clusterroles" else rbac.ROLE
-    metadata = dict(obj.get("metadata") or {}) if isinstance(obj.get("metadata"), Mapping) else {}
+    metadata = dict(safe.mapping(obj.get("metadata"), "metadata"))
+    safe.text(metadata.get("name"), "metadata.name")  # wrong types are malformed, not "no role"
+    safe.text(metadata.get("namespace"), "metadata.namespace")
     metadata.setdefault("name", request.name)
     if kind == rbac.ROLE and not metadata.get("namespace"):
         metadata["namespace"] = request.namespace
@@ -421,9 +406,8 @@ def _effective_role_findings(request: attributes.AdmissionRequest, ctx: base.Con
 def _csr_findings(request: attributes.AdmissionRequest) -> Iterator[str]:
     if request.operation == "CREATE" and not request.sub_resource:
         signer = ""
-        spec = request.object.get("spec") if request.object is not None else None
-        if isinstance(spec, Mapping):
-            signer = str(spec.get("signerName", ""))
+        spec = safe.mapping(request.object.get("spec") if request.object is not None else None, "spec")
+        signer = safe.text(spec.get("signerName"), "spec.signerName")
         yield (
             f'creating CertificateSigningRequest "{request.name}" (spec.signerName "{signer}") is not '
             "allowed for agents: a signed client certificate is a login as any user or group it names, "

@@ -40,7 +40,7 @@ from typing import Any
 
 import pydantic
 
-from webhook import attributes, podspec
+from webhook import attributes, podspec, safe
 from webhook.guards import base
 
 TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"  # noqa: S105 - a type name, not a secret
@@ -119,22 +119,16 @@ class SecretRef:
     name: str
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _items(value: Any) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, Mapping):
-                yield index, item
+# Wrong JSON types raise safe.Malformed (a finding), oversized lists safe.TooLarge.
+_text = safe.text
+_items = safe.mappings
 
 
 def secret_store_volumes(pod: podspec.PodSpec, allowed: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
     """``(owner, field, driver)`` of every inline CSI volume whose driver reads an external secret store."""
     for volume in podspec.volumes(pod):
-        csi = volume.spec.get("csi")
-        driver = _text(csi.get("driver")) if isinstance(csi, Mapping) else ""
+        csi = safe.mapping(volume.spec.get("csi"), f"{volume.field}.csi")
+        driver = _text(csi.get("driver"), f"{volume.field}.csi.driver")
         if driver in SECRET_STORE_DRIVERS and driver not in allowed:
             yield volume.label, f"{volume.field}.csi.driver", driver
 
@@ -143,17 +137,19 @@ def _volume_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
     for volume in podspec.volumes(pod):
         owner, prefix = volume.label, volume.field
         for source, (path, key) in VOLUME_SECRETS.items():
-            holder: Any = volume.spec.get(source)
-            for step in path:
-                holder = holder.get(step) if isinstance(holder, Mapping) else None
-            if isinstance(holder, Mapping):
+            if volume.spec.get(source) is None:
+                continue
+            holder = safe.mapping(volume.spec.get(source), f"{prefix}.{source}")
+            for depth, step in enumerate(path):
+                holder = safe.mapping(holder.get(step), ".".join((prefix, source, *path[: depth + 1])))
+            if holder:
                 field = ".".join((prefix, source, *(path or (key,))))
                 yield SecretRef(owner, field, _text(holder.get(key)))
-        projected = volume.spec.get("projected")
-        sources = projected.get("sources") if isinstance(projected, Mapping) else None
-        for position, item in _items(sources):
+        projected = safe.mapping(volume.spec.get("projected"), f"{prefix}.projected")
+        for position, item in _items(projected.get("sources"), f"{prefix}.projected.sources"):
             secret = item.get("secret")
-            if isinstance(secret, Mapping):
+            if secret is not None:
+                secret = safe.mapping(secret, f"{prefix}.projected.sources[{position}].secret")
                 field = f"{prefix}.projected.sources[{position}].secret"
                 yield SecretRef(owner, field, _text(secret.get("name")))
 
@@ -161,15 +157,17 @@ def _volume_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
 def _container_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
     for container in podspec.containers(pod):
         for index, env in _items(container.spec.get("env")):
-            value_from = env.get("valueFrom")
-            ref = value_from.get("secretKeyRef") if isinstance(value_from, Mapping) else None
-            if isinstance(ref, Mapping):
-                field = f"{container.field}.env[{index}].valueFrom.secretKeyRef"
+            field = f"{container.field}.env[{index}].valueFrom.secretKeyRef"
+            value_from = safe.mapping(env.get("valueFrom"), f"{container.field}.env[{index}].valueFrom")
+            ref = value_from.get("secretKeyRef")
+            if ref is not None:
+                ref = safe.mapping(ref, field)
                 yield SecretRef(container.label, field, _text(ref.get("name")))
         for index, env_from in _items(container.spec.get("envFrom")):
+            field = f"{container.field}.envFrom[{index}].secretRef"
             ref = env_from.get("secretRef")
-            if isinstance(ref, Mapping):
-                field = f"{container.field}.envFrom[{index}].secretRef"
+            if ref is not None:
+                ref = safe.mapping(ref, field)
                 yield SecretRef(container.label, field, _text(ref.get("name")))
 
 
@@ -180,8 +178,7 @@ def secret_refs(pod: podspec.PodSpec) -> Iterator[SecretRef]:
 
 
 def _metadata(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    metadata = (obj or {}).get("metadata")
-    return metadata if isinstance(metadata, Mapping) else {}
+    return safe.mapping((obj or {}).get("metadata"), "metadata")
 
 
 def _namespace(request: attributes.AdmissionRequest) -> str:
@@ -194,8 +191,8 @@ def _object_name(request: attributes.AdmissionRequest) -> str:
 
 
 def _annotation(obj: Mapping[str, Any], key: str) -> str:
-    annotations = _metadata(obj).get("annotations")
-    return _text(annotations.get(key)) if isinstance(annotations, Mapping) else ""
+    annotations = safe.string_map(_metadata(obj).get("annotations"), "metadata.annotations")
+    return annotations.get(key, "")
 
 
 def _pod_refs(request: attributes.AdmissionRequest, settings: Settings, ctx: base.Context) -> Iterator[str]:
@@ -240,14 +237,15 @@ def _secret_write(request: attributes.AdmissionRequest, settings: Settings) -> I
         return
     namespace, name = _namespace(request), _object_name(request)
     objects = [request.object, request.old_object or {}]
-    if any(obj.get("type") == BOOTSTRAP_TOKEN_TYPE for obj in objects):
+    types = [_text(obj.get("type"), "type") for obj in objects]
+    if BOOTSTRAP_TOKEN_TYPE in types:
         yield (
             f'{"creating" if request.operation == "CREATE" else "updating"} Secret "{name}" of type '
             f"{BOOTSTRAP_TOKEN_TYPE} is not allowed for agents: in kube-system it is a bearer token the "
             "apiserver accepts for joining nodes (system:bootstrappers), a credential the agent would "
             "know; ask a human operator to create join tokens (kubeadm token create)"
         )
-    elif any(obj.get("type") == TOKEN_SECRET_TYPE for obj in objects):
+    elif TOKEN_SECRET_TYPE in types:
         account = _annotation(request.object, "kubernetes.io/service-account.name")
         verb = "creating" if request.operation == "CREATE" else "updating"
         yield (

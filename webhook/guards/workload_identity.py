@@ -30,12 +30,11 @@ command, args, env, volumes, the account) is judged in full.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import pydantic
 
-from webhook import attributes, effective, podspec, powers
+from webhook import attributes, effective, podspec, powers, safe
 from webhook.guards import base
 
 DEFAULT_ACCOUNT = "default"
@@ -61,8 +60,7 @@ class Settings(base.GuardSettings):
         return ALL in names or account in names
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+_text = safe.text  # a non-string raises safe.Malformed (a finding)
 
 
 def account_of(pod: podspec.PodSpec) -> tuple[str, str]:
@@ -77,20 +75,20 @@ def account_of(pod: podspec.PodSpec) -> tuple[str, str]:
 def token_routes(pod: podspec.PodSpec) -> Iterator[tuple[str, str]]:
     """``(owner, field path)`` of every volume that can give the pod a token despite no automount."""
     for volume in podspec.volumes(pod):
-        projected = volume.spec.get("projected")
-        sources = projected.get("sources") if isinstance(projected, Mapping) else None
-        for position, source in enumerate(sources if isinstance(sources, list) else ()):
-            if isinstance(source, Mapping) and isinstance(source.get("serviceAccountToken"), Mapping):
-                yield volume.label, f"{volume.field}.projected.sources[{position}].serviceAccountToken"
-        if isinstance(volume.spec.get("csi"), Mapping):
+        projected = safe.mapping(volume.spec.get("projected"), f"{volume.field}.projected")
+        for position, source in safe.mappings(projected.get("sources"), f"{volume.field}.projected.sources"):
+            field = f"{volume.field}.projected.sources[{position}].serviceAccountToken"
+            if source.get("serviceAccountToken") is not None:
+                safe.mapping(source.get("serviceAccountToken"), field)
+                yield volume.label, field
+        if volume.spec.get("csi") is not None:
+            safe.mapping(volume.spec.get("csi"), f"{volume.field}.csi")
             yield volume.label, f"{volume.field}.csi"
 
 
 def _namespace(request: attributes.AdmissionRequest) -> str:
-    metadata = (request.object or {}).get("metadata")
-    if request.namespace or not isinstance(metadata, Mapping):
-        return request.namespace
-    return _text(metadata.get("namespace"))
+    metadata = safe.mapping((request.object or {}).get("metadata"), "metadata")
+    return request.namespace or _text(metadata.get("namespace"), "metadata.namespace")
 
 
 def _tokenless(pod: podspec.PodSpec, settings: Settings) -> bool:

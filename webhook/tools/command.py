@@ -52,6 +52,11 @@ def seconds(text: str) -> float:
     return _number(text, float, "between 0 and 86400 seconds", lambda v: 0 <= v < 86400)
 
 
+def timeout(text: str) -> float:
+    """A deadline in seconds: more than 0, less than a day."""
+    return _number(text, float, "more than 0 and less than 86400 seconds", lambda v: 0 < v < 86400)
+
+
 def positive(text: str) -> int:
     return _number(text, int, "a positive integer", lambda v: v >= 1)
 

@@ -1,5 +1,6 @@
-"""``agent-guard manifests webhook|authz|policy``: Kubernetes objects rendered from the policy
-(``webhook.manifests``), so configuration cannot drift from what is enforced."""
+"""``agent-guard manifests webhook|authz|policy|chart``: Kubernetes objects rendered from the policy
+(``webhook.manifests``; the Helm chart: ``webhook.chart``), so configuration cannot drift from what
+is enforced."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from webhook import certs, manifests, policy
+from webhook import certs, chart, manifests, policy
 from webhook.tools import command
 
 
@@ -54,6 +55,8 @@ def render_authz(args: argparse.Namespace) -> int:
             ca_file=args.ca_file,
             kubeconfig_path=args.kubeconfig_path,
             client_cert=(args.client_cert, args.client_key) if args.client_cert else None,
+            tls_server_name=args.tls_server_name,
+            kubernetes=args.kubernetes_version,
         )
     except ValueError as exc:
         raise command.Failed(str(exc)) from None
@@ -98,16 +101,41 @@ def render_policy(args: argparse.Namespace) -> int:
     return command.EXIT_OK
 
 
+def render_chart(args: argparse.Namespace) -> int:
+    """Write the chart's generated files; the hand-written ones there (helpers, NOTES) stay."""
+    try:
+        rendered = chart.render(Path(args.manifests), Path(args.rules))
+    except policy.PolicyError as exc:
+        raise command.Failed(f"invalid policy, nothing written:\n{exc}", command.EXIT_FAILED) from None
+    except (chart.ChartError, OSError, KeyError, TypeError) as exc:
+        raise command.Failed(f"{exc}; nothing written", command.EXIT_FAILED) from None
+    out = Path(args.out)
+    try:
+        for name, text in rendered.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise command.Failed(f"cannot write {out}: {exc}", command.EXIT_FAILED) from None
+    print(f"wrote {len(rendered)} files to {out}", file=sys.stderr)
+    return command.EXIT_OK
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     _add_webhook(kinds)
     _add_authz(kinds)
     _add_policy(kinds)
+    _add_chart(kinds)
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the KIND's function (argparse requires a KIND, so there always is one)."""
-    render = {"webhook": render_webhook, "authz": render_authz, "policy": render_policy}[args.kind]
+    render = {
+        "webhook": render_webhook,
+        "authz": render_authz,
+        "policy": render_policy,
+        "chart": render_chart,
+    }[args.kind]
     code: int = render(args)
     return code
 
@@ -130,6 +158,7 @@ def _add_webhook(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--service", default=certs.DEFAULT_SERVICE, help="Service name (in cluster)")
     parser.add_argument("--namespace", default=certs.DEFAULT_NAMESPACE, help="Service namespace")
     parser.add_argument("--out", help="write to this file (with a 'generated' header) instead of stdout")
+    _add_kubernetes_version(parser)  # the same object on every supported release; the version is checked
 
 
 def _add_authz(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -151,6 +180,12 @@ def _add_authz(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         f"{manifests.DEFAULT_AUTHZ_URL})",
     )
     parser.add_argument(
+        "--tls-server-name",
+        default="",
+        help="the name to verify in the guard's certificate when --url is an address, e.g. a fixed "
+        "ClusterIP: agent-guard.agent-guard-system.svc (docs/deploy.md)",
+    )
+    parser.add_argument(
         "--kubeconfig-path",
         default=manifests.DEFAULT_KUBECONFIG_PATH,
         help=f"absolute path where the kube-apiserver will find the kubeconfig (default "
@@ -166,6 +201,7 @@ def _add_authz(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="client certificate the kube-apiserver presents (its path there; for serve --client-ca)",
     )
     parser.add_argument("--client-key", help="its key (with --client-cert)")
+    _add_kubernetes_version(parser)
 
 
 def _add_policy(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -178,4 +214,31 @@ def _add_policy(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         required=True,
         help="directory to write; files an earlier run wrote there (listed in its generated "
         "kustomization.yaml) that the policy no longer has are removed, nothing else is touched",
+    )
+
+
+def _add_chart(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = kinds.add_parser(
+        "chart", help="the Helm chart's generated files, from the kustomize base and the policy"
+    )
+    parser.add_argument("--rules", default="rules", help="policy file or directory (default rules/)")
+    parser.add_argument("--manifests", default="manifests", help="the kustomize tree (default manifests/)")
+    parser.add_argument(
+        "--out", default="charts/kube-agent-guard", help="the chart (default charts/kube-agent-guard)"
+    )
+
+
+def _kubernetes_version(text: str) -> manifests.KubernetesVersion:
+    try:
+        return manifests.kubernetes_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_kubernetes_version(parser: argparse.ArgumentParser) -> None:
+    oldest = ".".join(map(str, manifests.OLDEST_KUBERNETES))
+    parser.add_argument(
+        "--kubernetes-version",
+        type=_kubernetes_version,
+        help=f"the cluster's Kubernetes release, e.g. 1.30 (default: the newest form; oldest: {oldest})",
     )

@@ -50,6 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="then give requests in flight this many seconds to finish (default 20)",
     )
     parser.add_argument(
+        "--read-timeout",
+        type=command.timeout,
+        default=server.READ_TIMEOUT_SECONDS,
+        help="seconds a client has for its TLS handshake, and for each request head and body "
+        f"(default {server.READ_TIMEOUT_SECONDS:g}: twice the webhook's timeoutSeconds; docs/hardening.md)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=command.positive,
+        default=server.MAX_CONNECTIONS,
+        help=f"open connections per worker; more are closed at once (default {server.MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
         "--client-ca",
         help="accept reviews only from clients (the kube-apiserver) with a certificate signed by this CA",
     )
@@ -101,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         shutdown_delay=args.shutdown_delay,
         shutdown_timeout=args.shutdown_timeout,
         workers=args.workers,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
         client_ca=Path(args.client_ca) if args.client_ca else None,
         client_names=tuple(args.client_name),
         approvals=args.approvals,

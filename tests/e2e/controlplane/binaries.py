@@ -1,18 +1,22 @@
-"""kube-apiserver and etcd (and kubectl, for the MCP scenarios), built from the Go module proxy once
-and cached (``tests.gotools``).
+"""kube-apiserver and etcd (and kubectl, for the MCP scenarios, and the node's Kubernetes binaries, for
+the real-node suite), built from the Go module proxy once and cached (``tests.gotools``).
 
-Each binary is built from its own tiny Go module kept next to this file (so the two dependency graphs
-never mix) and cached as ``${XDG_CACHE_HOME:-~/.cache}/kube-agent-guard/<version>/<name>``; locking,
+Each binary is built from its own tiny Go module kept next to this file (so etcd's and Kubernetes'
+dependency graphs never mix; kubelet, kube-controller-manager, kube-scheduler and kube-proxy share
+kube-apiserver's module, so one pinned release and one Go build cache serve them all) and cached as
+``${XDG_CACHE_HOME:-~/.cache}/kube-agent-guard/<version>/<name>``; locking,
 the temporary file renamed into place and the build log are ``tests.gotools``' business.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests import gotools
+from webhook import manifests
 
 HERE = Path(__file__).resolve().parent
 BUILD_TIMEOUT_SECONDS = 45 * 60
@@ -34,13 +38,17 @@ class Component:
 
     def ldflags(self) -> str:
         flags = "-s -w"
-        if self.name == "kube-apiserver":
-            # Without it the binary reports v0.0.0-master and clients warn about version skew.
-            flags += f" -X k8s.io/component-base/version.gitVersion={self.version}"
-        if self.name == "kubectl":
-            # kubectl reports (``kubectl version``, its User-Agent) client-go's version, not component-base's.
-            flags += f" -X k8s.io/client-go/pkg/version.gitVersion={self.version}"
-            flags += f" -X k8s.io/component-base/version.gitVersion={self.version}"
+        if self.module_dir.name == "kube-apiserver":
+            # Without the stamps a binary reports v0.0.0-master: clients warn about version skew, the
+            # kubelet registers a node the apiserver's version-skew checks reject, and kubectl reports
+            # (``kubectl version``, its User-Agent) client-go's version, not component-base's.
+            major, minor = self.version.lstrip("v").split(".")[:2]
+            base = "k8s.io/component-base/version"
+            flags += (
+                f" -X {base}.gitVersion={self.version} -X {base}.gitMajor={major}"
+                f" -X {base}.gitMinor={minor} -X {base}.gitTreeState=clean"
+                f" -X k8s.io/client-go/pkg/version.gitVersion={self.version}"
+            )
         return flags
 
     def tool(self) -> gotools.Tool:
@@ -77,6 +85,58 @@ KUBECTL = Component(
     requirement="k8s.io/kubernetes",
 )
 
+# The version matrix (make e2e-matrix): one pinning module per Kubernetes minor, each cached under its
+# own version like the default. AGENT_GUARD_E2E_KUBERNETES=<minor> runs the suite against that one.
+KUBERNETES_ENV = "AGENT_GUARD_E2E_KUBERNETES"
+MATRIX = {
+    "1.30": HERE / "kube-apiserver-1.30",
+    "1.32": HERE / "kube-apiserver-1.32",
+    "1.34": HERE / "kube-apiserver",
+    "1.37": HERE / "kube-apiserver-1.37",
+}
+
+
+class UnknownVersion(gotools.BuildError):
+    """AGENT_GUARD_E2E_KUBERNETES names a minor the matrix does not pin."""
+
+
+def kubernetes_version() -> tuple[int, int] | None:
+    """The release selected by ``KUBERNETES_ENV`` (None: the default module's, the newest forms)."""
+    minor = os.environ.get(KUBERNETES_ENV, "")
+    return manifests.kubernetes_version(minor) if minor else None
+
+
+def kube_apiserver(minor: str | None = None) -> Component:
+    """The kube-apiserver of ``minor`` (default: the environment's choice, else the default module)."""
+    minor = minor if minor is not None else os.environ.get(KUBERNETES_ENV, "")
+    if not minor:
+        return KUBE_APISERVER
+    if minor not in MATRIX:
+        raise UnknownVersion(f"{KUBERNETES_ENV}={minor}: the matrix pins {', '.join(MATRIX)}")
+    return Component(
+        name="kube-apiserver",
+        module_dir=MATRIX[minor],
+        package=KUBE_APISERVER.package,
+        requirement=KUBE_APISERVER.requirement,
+    )
+
+
+def _kubernetes(name: str) -> Component:
+    return Component(
+        name=name,
+        module_dir=HERE / "kube-apiserver",
+        package=f"k8s.io/kubernetes/cmd/{name}",
+        requirement="k8s.io/kubernetes",
+    )
+
+
+# The real-node suite (tests/e2e/node): the same release as KUBE_APISERVER, slowest build first.
+KUBELET = _kubernetes("kubelet")
+KUBE_CONTROLLER_MANAGER = _kubernetes("kube-controller-manager")
+KUBE_PROXY = _kubernetes("kube-proxy")
+KUBE_SCHEDULER = _kubernetes("kube-scheduler")
+NODE_COMPONENTS = (KUBELET, KUBE_CONTROLLER_MANAGER, KUBE_PROXY, KUBE_SCHEDULER)
+
 
 def cache_root() -> Path:
     return gotools.cache_root()
@@ -91,5 +151,9 @@ def ensure(component: Component, progress: Callable[[str], None] = print) -> Pat
     return gotools.ensure(component.tool(), progress)
 
 
-def ensure_all(progress: Callable[[str], None] = print) -> dict[str, Path]:
-    return {component.name: ensure(component, progress) for component in COMPONENTS}
+def ensure_all(
+    progress: Callable[[str], None] = print, components: tuple[Component, ...] | None = None
+) -> dict[str, Path]:
+    """``components``, by default etcd and the kube-apiserver of the selected release (``KUBERNETES_ENV``)."""
+    chosen = components if components is not None else (ETCD, kube_apiserver())
+    return {component.name: ensure(component, progress) for component in chosen}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import secrets
 import signal
 import ssl
@@ -25,7 +26,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests import serving
@@ -224,9 +226,11 @@ class Pki:
         return self.directory / "tokens.csv"
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(directory: Path, extra_tokens: Sequence[str] = (), serving_ips: Sequence[str] = ()) -> Pki:
     # SANs: localhost, 127.0.0.1, ::1 and kubernetes.default.svc(.cluster.local): what clients dial.
     certs.generate(directory, service="kubernetes", namespace="default")
+    if serving_ips:
+        _add_ip_sans(certs.Paths(directory), serving_ips)
     pki = Pki(directory, admin_token=secrets.token_urlsafe(32))
     signing = ec.generate_private_key(ec.SECP256R1())
     pem = serialization.Encoding.PEM
@@ -238,9 +242,41 @@ def make_pki(directory: Path) -> Pki:
         signing.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     # token,user,uid,"groups": system:masters bypasses every authorizer, like a kubeadm admin.
-    pki.tokens.write_text(f'{pki.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+    # ``extra_tokens``: more lines of that file (the real node's kubelet and controllers).
+    lines = [f'{pki.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"', *extra_tokens]
+    pki.tokens.write_text("".join(f"{line}\n" for line in lines))
     pki.tokens.chmod(0o600)
     return pki
+
+
+def _add_ip_sans(paths: certs.Paths, addresses: Sequence[str]) -> None:
+    """Re-issue the serving certificate (same key, same CA) with more IP addresses: pods reach the
+    real node's apiserver at the ``kubernetes`` Service's ClusterIP and the node's address."""
+    ca = x509.load_pem_x509_certificate(paths.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    current = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+    key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey) and isinstance(key, ec.EllipticCurvePrivateKey)
+    names = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    extended = x509.SubjectAlternativeName(
+        [*names, *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses)]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(current.subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(current.not_valid_before_utc)
+        .not_valid_after(current.not_valid_after_utc)
+    )
+    for extension in current.extensions:
+        if isinstance(extension.value, x509.SubjectAlternativeName):
+            builder = builder.add_extension(extended, critical=extension.critical)
+        elif not isinstance(extension.value, x509.AuthorityKeyIdentifier | x509.SubjectKeyIdentifier):
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def authorization_flags(authorization_config: Path) -> list[str]:
@@ -262,9 +298,21 @@ def admission_flags(admission_config: Path | None) -> list[str]:
 
 
 def start_apiserver(
-    binary: Path, workdir: Path, etcd: Etcd, authorization_config: Path, admission_config: Path | None = None
+    binary: Path,
+    workdir: Path,
+    etcd: Etcd,
+    authorization_config: Path,
+    admission_config: Path | None = None,
+    *,
+    extra_flags: Sequence[str] = (),
+    extra_tokens: Sequence[str] = (),
+    address: str = "127.0.0.1",
+    serving_ips: Sequence[str] = (),
 ) -> ApiServer:
-    pki = make_pki(workdir / "pki")
+    """``extra_flags`` come last (a repeated flag overrides ours); the real node passes the kubelet
+    client certificate, ``extra_tokens`` its components' credentials, ``address`` (where it listens
+    and what it advertises: an address its pods reach) and ``serving_ips`` (more IP SANs)."""
+    pki = make_pki(workdir / "pki", extra_tokens, serving_ips)
     audit_policy = workdir / "audit-policy.yaml"
     audit_policy.write_text(AUDIT_POLICY)
     audit_log = workdir / "audit.log"
@@ -272,13 +320,13 @@ def start_apiserver(
 
     def launch() -> tuple[Process, str]:
         nonlocal url
-        port = serving.free_port()
-        url = f"https://127.0.0.1:{port}"
+        port = serving.free_port(address)
+        url = f"https://{address}:{port}"
         command = [
             str(binary),
             f"--etcd-servers={etcd.client_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--secure-port={port}",
             f"--cert-dir={workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.cert}",
@@ -298,6 +346,7 @@ def start_apiserver(
             "--endpoint-reconciler-type=none",  # 127.0.0.1 is no valid endpoint and nothing needs one
             "--profiling=false",
             "--v=1",
+            *extra_flags,
         ]
         return start("kube-apiserver", command, workdir / "kube-apiserver.log"), f"{url}/readyz"
 
@@ -331,12 +380,28 @@ def running(
     apiserver_binary: Path,
     authorization_config: Path,
     admission_config: Path | None = None,
+    *,
+    extra_flags: Sequence[str] = (),
+    extra_tokens: Sequence[str] = (),
+    address: str = "127.0.0.1",
+    serving_ips: Sequence[str] = (),
 ) -> Iterator[ControlPlane]:
-    """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit."""
+    """etcd and kube-apiserver (authorizing with ``authorization_config``), ready; both stopped on exit.
+    ``extra_flags``, ``extra_tokens``, ``address`` and ``serving_ips``: see ``start_apiserver``."""
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         etcd = start_etcd(etcd_binary, workdir)
         stack.callback(etcd.process.stop)
-        apiserver = start_apiserver(apiserver_binary, workdir, etcd, authorization_config, admission_config)
+        apiserver = start_apiserver(
+            apiserver_binary,
+            workdir,
+            etcd,
+            authorization_config,
+            admission_config,
+            extra_flags=extra_flags,
+            extra_tokens=extra_tokens,
+            address=address,
+            serving_ips=serving_ips,
+        )
         stack.callback(apiserver.process.stop)
         yield ControlPlane(workdir, etcd, apiserver)

@@ -192,7 +192,7 @@ def test_dry_run_warnings_do_not_reach_the_model(server: str, runner: Runner) ->
     namespace = next(iter(cell.namespaces.values()))
     would_deny = [
         d
-        for d in stack.decisions(guard.output())
+        for d in stack.decisions(guard.output)
         if d["decision"] == "would-deny" and d["namespace"] == namespace and row.guard in d["guards"]
     ]
     assert would_deny, f"the guard logged no would-deny for {namespace}"
