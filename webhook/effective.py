@@ -49,11 +49,15 @@ def first_per_power(items: Iterable[powers.Held]) -> list[powers.Held]:
     return sorted(found.values(), key=lambda item: order[item.power.id])
 
 
-def account_powers(snapshot: rbac.Snapshot, namespace: str, account: str) -> list[powers.Held]:
+def account_powers(snapshot: rbac.Snapshot, namespace: str, account: str) -> tuple[powers.Held, ...]:
     """The powers a ServiceAccount holds, through its own, its namespace's and its groups' bindings
-    (grants restricted by resourceNames count: reading one Secret is reading Secrets)."""
+    (grants restricted by resourceNames count: reading one Secret is reading Secrets). Computed once
+    per account and snapshot."""
     user = rbac.service_account_user(namespace, account)
-    return first_per_power(powers.held(snapshot.grants(user), named=True))
+    return snapshot.derived(
+        ("account_powers", user.username),
+        lambda: tuple(first_per_power(powers.held(snapshot.grants(user), named=True))),
+    )
 
 
 def rule_powers(rules: Iterable[rbac.Rule]) -> list[tuple[powers.Power, rbac.Rule]]:

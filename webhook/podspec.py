@@ -23,6 +23,7 @@ the shape and reads nothing else as malformed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\*\])?$")
 EACH = "[*]"
 
 
+@functools.lru_cache(maxsize=1024)  # a policy's paths are few and parsed on every pod-shaped review
 def parse_path(path: str) -> tuple[str, ...]:
     """``"spec.templates[*]"`` -> ``("spec", "templates", "[*]")``; ValueError when malformed."""
     keys: list[str] = []
@@ -197,7 +199,23 @@ def _at(obj: attributes.Object, paths: tuple[str, ...], strict: bool = True) -> 
 
 
 def pod_specs(request: attributes.AdmissionRequest, ctx: base.Context) -> tuple[PodSpec, ...]:
-    """Every pod spec a CREATE/UPDATE writes, wherever it sits; empty for anything else."""
+    """Every pod spec a CREATE/UPDATE writes, wherever it sits; empty for anything else.
+
+    Three guard families ask for the same request in a row, so the last answer is kept (by identity
+    of the request and context: both are immutable, and holding them keeps their ids unique).
+    """
+    last_request, last_ctx, last_found = _LAST[0]
+    if last_request is request and last_ctx is ctx:
+        return last_found
+    found = _pod_specs(request, ctx)
+    _LAST[0] = (request, ctx, found)  # one tuple, swapped whole: safe if two threads judge at once
+    return found
+
+
+_LAST: list[tuple[object, object, tuple[PodSpec, ...]]] = [(None, None, ())]
+
+
+def _pod_specs(request: attributes.AdmissionRequest, ctx: base.Context) -> tuple[PodSpec, ...]:
     if request.operation not in ("CREATE", "UPDATE") or request.object is None:
         return ()
     group, resource = request.resource.group, request.resource.resource

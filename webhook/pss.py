@@ -314,6 +314,8 @@ def _probe_hosts(container: podspec.Container) -> Iterator[str]:
     lifecycle = _map(container.spec.get("lifecycle"))
     handlers += [(f"lifecycle.{hook}", _map(lifecycle.get(hook))) for hook in LIFECYCLE_HOOKS]
     for field, handler in handlers:
+        if not handler:  # most containers have no probes or hooks: skip the handler kinds
+            continue
         for kind in HOST_HANDLERS:
             host = _map(handler.get(kind)).get("host")
             if host not in (None, ""):

@@ -25,11 +25,14 @@ and the ``agent-guard rbac`` tools from files or a live read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from webhook import attributes
+
+T = TypeVar("T")
+DERIVED_LIMIT = 4096  # answers memoized per snapshot (accounts judged), so memory stays bounded
 
 GROUP = "rbac.authorization.k8s.io"
 ALL = "*"
@@ -362,6 +365,21 @@ class Snapshot:
                 self._by_subject.setdefault((subject.kind, subject.namespace, subject.name), []).append(
                     binding
                 )
+        self._derived: dict[Hashable, Any] = {}
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` once per snapshot under ``key`` (a snapshot never changes, so neither does
+        what is computed from it): every pod an agent creates asks for the same account's powers.
+        At most ``DERIVED_LIMIT`` answers are kept; past that the memo starts over."""
+        try:
+            value: T = self._derived[key]
+            return value
+        except KeyError:
+            pass
+        if len(self._derived) >= DERIVED_LIMIT:
+            self._derived = {}
+        value = self._derived[key] = compute()
+        return value
 
     @classmethod
     def from_objects(cls, objects: Iterable[Mapping[str, Any]]) -> Snapshot:

@@ -37,6 +37,7 @@ from webhook import (
     engine,
     manifests,
     metrics,
+    onewrite,
     policy,
     protocol,
     rbaccache,
@@ -128,7 +129,10 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         return context
 
     _Loop.handshake_timeout = settings.read_timeout  # one server per process
-    http = protocol.GuardProtocol.configured(settings.read_timeout, settings.max_connections, MAX_HEAD_BYTES)
+    # One write per answer (webhook.onewrite) around the limits of GuardProtocol.
+    http = onewrite.protocol(
+        protocol.GuardProtocol.configured(settings.read_timeout, settings.max_connections, MAX_HEAD_BYTES)
+    )
     return uvicorn.Config(
         asgi_app,
         host=settings.host,
@@ -138,6 +142,8 @@ def uvicorn_config(asgi_app: Any, settings: Settings, context: ssl.SSLContext) -
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         server_header=False,
+        date_header=False,  # nobody reads it; 37 bytes less on every answer
+        proxy_headers=False,  # the apiserver connects directly: no forwarded headers to trust, no middleware
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         # Limits (module constants above say where each number comes from): GuardProtocol bounds the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import time
 import urllib.request
@@ -104,3 +105,36 @@ def test_bad_policy_fails_at_start_with_a_clear_error(tmp_path: Path) -> None:
         pass
     assert f"{rules / 'p.yaml'}: mood: unknown field" in str(caught.value)
     assert "Traceback" not in str(caught.value)
+
+
+def _raw_review(guard: serving.Guard, connection: ssl.SSLSocket, payload: dict[str, object]) -> bytes:
+    body = reviews.body(payload)
+    head = (
+        f"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    connection.sendall(head.encode() + body)
+    # One recv returns at most one TLS record: the whole answer must be in it (webhook.onewrite).
+    return connection.recv(65536)
+
+
+def test_answer_leaves_in_one_tls_record_and_the_connection_stays_open(guard: serving.Guard) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", guard.port), timeout=10) as plain,
+        guard.context().wrap_socket(plain, server_hostname="localhost") as connection,
+    ):
+        for name in ("first", "second"):  # the same kept-alive connection answers again
+            payload = reviews.namespace_delete(name=name)
+            answer = _raw_review(guard, connection, payload)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), answer
+            assert b"\r\ndate:" not in head.lower() and b"\r\nserver:" not in head.lower()  # nothing unread
+            length = int(
+                next(
+                    v
+                    for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n"))
+                    if k == b"content-length"
+                )
+            )
+            assert len(body) == length, f"head and body arrived apart: {answer!r}"
+            assert json.loads(body)["response"]["uid"] == payload["request"]["uid"]

@@ -271,3 +271,22 @@ def test_named_grants_count_for_an_audit_but_a_create_is_never_granted_by_name()
     assert not list(powers.held(grants))  # by default only grants over every object of the kind
     held = {(item.power.id, item.ask.name) for item in powers.held(grants, named=True)}
     assert held == {("read-secrets", "db"), ("exec", "web")}  # no run-workloads: creates carry no name
+
+
+def test_snapshot_computes_a_derived_answer_once_and_bounds_the_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = rbac.Snapshot()
+    calls: list[str] = []
+
+    def compute(key: str) -> str:
+        calls.append(key)
+        return key.upper()
+
+    assert snapshot.derived("a", lambda: compute("a")) == "A"
+    assert snapshot.derived("a", lambda: compute("a")) == "A"
+    assert calls == ["a"]  # the second answer came from the memo
+    assert rbac.Snapshot().derived("a", lambda: compute("a")) == "A"  # a new snapshot computes again
+    monkeypatch.setattr(rbac, "DERIVED_LIMIT", 2)
+    snapshot.derived("b", lambda: compute("b"))  # two kept: the next one starts the memo over
+    snapshot.derived("c", lambda: compute("c"))
+    snapshot.derived("a", lambda: compute("a"))
+    assert calls == ["a", "a", "b", "c", "a"]

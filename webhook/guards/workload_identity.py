@@ -30,7 +30,7 @@ command, args, env, volumes, the account) is judged in full.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pydantic
 
@@ -98,7 +98,7 @@ def _tokenless(pod: podspec.PodSpec, settings: Settings) -> bool:
 
 
 def _armed_account(
-    pod: podspec.PodSpec, field: str, namespace: str, account: str, *, held: list[powers.Held], sub: str
+    pod: podspec.PodSpec, field: str, namespace: str, account: str, *, held: Sequence[powers.Held], sub: str
 ) -> str:
     """The refusal for a pod spec that runs as an account holding powers (judged by its grants)."""
     who = f'ServiceAccount "{namespace}/{account}"'
