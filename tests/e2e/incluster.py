@@ -135,6 +135,39 @@ class InClusterStack(stack.Stack):
         if not enforcing_answer(probe(self.agent)):
             self.wait_for(enforcing_answer, "get enforcing answers from the deployed guard")
 
+    def replica_answer(self, pod: str) -> dict[str, Any]:
+        """One replica's own answer to the probe (the agent's namespace delete), posted to that pod
+        through the apiserver's pod proxy: the Service's answers can all come from one replica, since
+        the apiserver keeps its webhook connection alive."""
+        request = reviews.admission_request(
+            "DELETE",
+            "namespaces",
+            name=stack.PROBE_NAMESPACE,
+            old={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": stack.PROBE_NAMESPACE}},
+        )
+        path = f"/api/v1/namespaces/{self.policy.guard_namespace}/pods/https:{pod}:8443/proxy/validate"
+        reply = self.admin.request(kube.Request("POST", path, reviews.review(request)))
+        response: dict[str, Any] = reply.body.get("response", {}) if reply.status == 200 else {}
+        return response
+
+    def wait_for_every_replica(self, mode: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+        """Until every running replica answers the probe in ``mode`` (enforce: denied; dry-run:
+        allowed with a would-deny warning), asked one pod at a time."""
+        deadline = time.monotonic() + timeout
+        for pod in self.pods():
+            name = pod["metadata"]["name"]
+            if pod["metadata"].get("deletionTimestamp") or pod.get("status", {}).get("phase") != "Running":
+                continue
+            while True:
+                answer = self.replica_answer(name)
+                enforcing = answer.get("allowed") is False and "[namespace-delete]" in str(answer)
+                warned = answer.get("allowed") is True and "[namespace-delete] would deny" in str(answer)
+                if (mode == "enforce" and enforcing) or (mode == "dry-run" and warned):
+                    break
+                if time.monotonic() > deadline:
+                    raise stack.StackError(f"guard pod {name} did not answer in {mode} mode: {answer}")
+                time.sleep(0.5)
+
     def wait_for_rbac_view(self, kind: str, resource_version: str) -> None:
         """Until every ready replica's RBAC view has seen ``kind`` at ``resource_version``, read from each
         pod's ``/readyz`` through the apiserver's pod proxy (ingress on 8443 is open to any source)."""

@@ -57,12 +57,16 @@ def test_policy_configmap_edit_changes_decisions(
     put_policy(cluster, configmap, yaml.safe_dump(document))
     try:
         cluster.wait_for(incluster.dry_run_answer, "answer in dry-run after the edit", SYNC_TIMEOUT_SECONDS)
+        cluster.wait_for_every_replica("dry-run", SYNC_TIMEOUT_SECONDS)
         to_dry_run = time.monotonic() - started
     finally:
         latest = cluster.admin.ok(kube.Request("GET", configmap_path(cluster))).body
         started = time.monotonic()
         put_policy(cluster, latest, original)
         cluster.wait_for(incluster.enforcing_answer, "enforce again after the edit", SYNC_TIMEOUT_SECONDS)
+        # Every replica, not only the one the apiserver's kept-alive connection reaches: a replica still
+        # in dry-run would admit the next scenario's attacks.
+        cluster.wait_for_every_replica("enforce", SYNC_TIMEOUT_SECONDS)
     back = time.monotonic() - started
     report(
         f"policy ConfigMap edit reached both replicas in {to_dry_run:.0f}s (enforce -> dry-run) and "
