@@ -147,9 +147,8 @@ def live_webhook_is_the_rendered_one(plane: Plane, rendered: list[dict[str, Any]
         assert hook[key] == value, key
 
 
-def audit_deletes(plane: Plane) -> list[str]:
-    """Resources helm deleted, in the order the apiserver completed the deletes."""
-    log = plane.target.audit_log
+def audit_deletes(log: Path | None) -> list[str]:
+    """Resources helm deleted, in the order the apiserver completed the deletes (from its audit log)."""
     assert log is not None
     found = []
     for line in log.read_text().splitlines():
@@ -202,7 +201,7 @@ def test_install_upgrade_uninstall(plane: Plane, tmp_path: Path) -> None:
 
     # 4. uninstall: the webhook configuration goes first, then the rest.
     plane.helm("uninstall", RELEASE, "--namespace", NAMESPACE)
-    deleted = audit_deletes(plane)
+    deleted = audit_deletes(plane.target.audit_log)
     assert deleted and deleted[0] == "validatingwebhookconfigurations", deleted
     assert {"deployments", "configmaps", "secrets", "services", "namespaces"} <= set(deleted), deleted
     assert write_configmap(plane.agent, "work").status == 201, "after the uninstall the agent may write"
