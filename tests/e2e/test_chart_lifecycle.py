@@ -17,8 +17,8 @@ is gone while its webhook configuration is left behind. What it proves, with the
    from the apiserver's audit log), after which the agent may write again and nothing of the release
    is left.
 
-The upgrade "keeps serving" half (rolling replicas, PodDisruptionBudget, 0 failed requests) needs
-pods, i.e. the real-node suite; see docs/upgrade.md.
+The upgrade under load with running replicas (0 failed admin requests) is the real-node suite's
+``tests/e2e/node/test_chart_release.py``.
 """
 
 from __future__ import annotations
