@@ -7,7 +7,6 @@ session's ``e2e`` fixture is then an ``incluster.InClusterStack`` over ``control
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -116,46 +115,3 @@ def app(cluster: incluster.InClusterStack, new_scene: SceneFactory) -> tuple[att
             return scene, "app"
         time.sleep(0.5)
     raise AssertionError(f"the app pod did not run: {pod.get('status')}")
-
-
-def latest_decision(log: str, user: str, guard: str) -> str | None:
-    """The last decision a replica logged for ``user`` in which ``guard`` objected (deny or would-deny)."""
-    for line in reversed(log.splitlines()):
-        if line.startswith("{") and f'"{guard}"' in line:
-            entry = json.loads(line)
-            if entry.get("user") == user and guard in entry.get("guards", ()):
-                return str(entry["decision"])
-    return None
-
-
-def wait_every_replica(  # noqa: PLR0917 - the request, whose it is, and what to see
-    cluster: incluster.InClusterStack,
-    client: kube.Client,
-    username: str,
-    request: kube.Request,
-    guard: str,
-    decision: str,
-) -> None:
-    """Until every guard pod's latest decision on ``client``'s ``request`` is ``decision``, read from
-    each pod's own decision log. The Service spreads requests at random, so answers in a row through it
-    can all come from one replica while the other one still runs the previous policy."""
-    namespace = cluster.policy.guard_namespace
-    deadline = time.monotonic() + RUNNING_TIMEOUT_SECONDS
-    seen: dict[str, str | None] = {}
-    while time.monotonic() < deadline:
-        client.request(request)
-        for pod in cluster.pods():
-            name = pod["metadata"]["name"]
-            reply = cluster.admin.request(
-                kube.Request(
-                    "GET",
-                    f"/api/v1/namespaces/{namespace}/pods/{name}/log",
-                    query=(("container", incluster.CONTAINER), ("tailLines", "300")),
-                    accept="*/*",
-                )
-            )
-            seen[name] = latest_decision(reply.text, username, guard) if reply.status == 200 else None
-        if seen and all(found == decision for found in seen.values()):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not every replica decided {decision} on {request.method} {request.path}: {seen}")

@@ -32,7 +32,6 @@ from tests.e2e import incluster, kube, stack
 from tests.e2e.conftest import SceneFactory, unavailable
 from tests.e2e.controlplane import node
 from tests.e2e.node import load
-from tests.e2e.node.conftest import wait_every_replica
 from tests.e2e.node.test_availability import assert_no_harm
 from tests.e2e.test_chart_lifecycle import CHART, RELEASE, WEBHOOK_PATH, audit_deletes, path_of
 from tests.manifests import helm_binary, kustomize_binary
@@ -141,7 +140,6 @@ def test_chart_install_upgrade_under_load_uninstall(
                 f"policy.agents.usernames={{{newcomer_name}}}",
             )
             wait_in_a_row(newcomer, attack, denied_by_namespace_delete)
-            wait_every_replica(cluster, newcomer, newcomer_name, attack, "namespace-delete", "deny")
             in_force = time.monotonic() - started
         [hook] = admin.ok(kube.Request("GET", WEBHOOK_PATH)).body["webhooks"]
         assert f'"{newcomer_name}"' in hook["matchConditions"][0]["expression"]
