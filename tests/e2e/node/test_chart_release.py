@@ -10,7 +10,7 @@ applies the kustomize objects again, so the node is as the session made it, also
 - ``helm upgrade`` with a policy change (one more agent: a ServiceAccount outside ``mcp-system``,
   by exact username) while ``load.steady`` runs (24 requests/s): 0 failed admin requests, no attack
   admitted, agent requests failed closed reported, and the new agent's dry-run namespace delete is
-  denied by every replica afterwards (the kubelet's ConfigMap sync, then the guard's reload).
+  denied afterwards, 6 answers in a row (the kubelet's ConfigMap sync, then the guard's reload).
 - ``helm uninstall``: the ValidatingWebhookConfiguration is deleted before every other object (the
   apiserver's audit log), and once the guard's pods are gone that agent's write is admitted: no
   configuration is left behind to fail it closed. The agents of ``rules/`` are still judged by the
@@ -144,7 +144,7 @@ def test_chart_install_upgrade_under_load_uninstall(
         [hook] = admin.ok(kube.Request("GET", WEBHOOK_PATH)).body["webhooks"]
         assert f'"{newcomer_name}"' in hook["matchConditions"][0]["expression"]
         report(
-            f"helm upgrade (one more agent) in force on every replica after {in_force:.0f}s; "
+            f"helm upgrade (one more agent) in force (6 answers in a row) after {in_force:.0f}s; "
             + tally.summary()
         )
         assert_no_harm(tally)
