@@ -17,8 +17,8 @@ is gone while its webhook configuration is left behind. What it proves, with the
    from the apiserver's audit log), after which the agent may write again and nothing of the release
    is left.
 
-The upgrade "keeps serving" half (rolling replicas, PodDisruptionBudget, 0 failed requests) needs
-pods, i.e. the real-node suite; see docs/upgrade.md.
+The upgrade under load with running replicas (0 failed admin requests) is the real-node suite's
+``tests/e2e/node/test_chart_release.py``.
 """
 
 from __future__ import annotations
@@ -147,9 +147,8 @@ def live_webhook_is_the_rendered_one(plane: Plane, rendered: list[dict[str, Any]
         assert hook[key] == value, key
 
 
-def audit_deletes(plane: Plane) -> list[str]:
-    """Resources helm deleted, in the order the apiserver completed the deletes."""
-    log = plane.target.audit_log
+def audit_deletes(log: Path | None) -> list[str]:
+    """Resources helm deleted, in the order the apiserver completed the deletes (from its audit log)."""
     assert log is not None
     found = []
     for line in log.read_text().splitlines():
@@ -202,7 +201,7 @@ def test_install_upgrade_uninstall(plane: Plane, tmp_path: Path) -> None:
 
     # 4. uninstall: the webhook configuration goes first, then the rest.
     plane.helm("uninstall", RELEASE, "--namespace", NAMESPACE)
-    deleted = audit_deletes(plane)
+    deleted = audit_deletes(plane.target.audit_log)
     assert deleted and deleted[0] == "validatingwebhookconfigurations", deleted
     assert {"deployments", "configmaps", "secrets", "services", "namespaces"} <= set(deleted), deleted
     assert write_configmap(plane.agent, "work").status == 201, "after the uninstall the agent may write"
