@@ -188,6 +188,7 @@ def put(admin: kube.Client, collection: str, obj: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def floor_process(workdir: Path, cert_dir: Path) -> Iterator[serving.Guard]:
+    """``bench.floor`` (the no-op webhook on the guard's server stack) as a process, until closed."""
     port = serving.free_port()
     log = workdir / "floor.log"
     with log.open("wb") as sink:

@@ -28,12 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench import budget_memory, e2e_cost, inproc, micro, mix
-from tests import gotools, reviews, serving
+from tests import gotools, serving
 from webhook import certs
 
 LOADGEN_SRC = Path(__file__).resolve().parent / "loadgen"
@@ -112,25 +111,6 @@ def rss_kib(pid: int) -> int:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
-
-
-@contextlib.contextmanager
-def floor(workdir: Path, cert_dir: Path) -> Iterator[serving.Guard]:
-    port = serving.free_port()
-    log = workdir / "floor.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.floor", "--port", str(port), "--cert-dir", str(cert_dir)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=reviews.ROOT,
-        )
-    guard = serving.Guard(process, port, cert_dir, log)
-    try:
-        serving.wait_ready(guard)
-        yield guard
-    finally:
-        guard.stop()
 
 
 def supports_workers() -> bool:
@@ -224,7 +204,10 @@ def main() -> int:
 
         # Max throughput, floor and webhook alternating: one run each is at the mercy of whatever
         # else the two cores do in those seconds (runs of the same server differ by up to 2x here).
-        with floor(workdir, cert_dir) as floor_guard, serving.running(workdir, cert_dir) as guard:
+        with (
+            e2e_cost.floor_process(workdir, cert_dir) as floor_guard,
+            serving.running(workdir, cert_dir) as guard,
+        ):
             has_authorize = endpoint_exists(guard, "/authorize")
             results["floor"], results["webhook_1_worker"] = {}, {}
             for endpoint, bodies in (("validate", validate_bodies), ("authorize", access_bodies)):

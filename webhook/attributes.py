@@ -15,6 +15,8 @@ from typing import Any
 Object = Mapping[str, Any]
 
 SA_PREFIX = "system:serviceaccount:"
+AUTHENTICATED = "system:authenticated"
+SERVICE_ACCOUNTS = "system:serviceaccounts"
 
 
 def split_namespace_name(text: str) -> tuple[str, str] | None:
@@ -43,6 +45,17 @@ class UserInfo:
         if not namespace or not name:
             return None
         return namespace, name
+
+
+def authenticated_user(username: str) -> UserInfo:
+    """``username`` with the groups the apiserver's authenticators give it: every authenticated caller is
+    in ``system:authenticated``; a ServiceAccount's token adds ``system:serviceaccounts`` and
+    ``system:serviceaccounts:<namespace>``. RBAC subjects, exemptions and the RBAC tools read identities
+    this way."""
+    account = UserInfo(username).service_account
+    if account is None:
+        return UserInfo(username, (AUTHENTICATED,))
+    return UserInfo(username, (SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{account[0]}", AUTHENTICATED))
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,16 +168,6 @@ class Index:
         return Match(expired=tuple(expired)) if expired else NO_MATCH
 
 
-def _identity(username: str) -> attributes.UserInfo:
-    """The groups the apiserver gives a ServiceAccount (its name alone decides them)."""
-    user = attributes.UserInfo(username)
-    sa = user.service_account
-    if sa is None:
-        return user
-    groups = ("system:serviceaccounts", f"system:serviceaccounts:{sa[0]}", "system:authenticated")
-    return attributes.UserInfo(username, groups)
-
-
 def status_lines(
     items: Sequence[Exemption],
     today: datetime.date,
@@ -205,7 +195,7 @@ def status_lines(
                 )
             )
             continue
-        user = _identity(item.username)
+        user = attributes.authenticated_user(item.username)
         decidable = not by_extra and (user.service_account is not None or not by_group)
         if is_agent is not None and decidable and not is_agent(user):
             lines.append(("warning", f"{head}: {item.username} is not an agent identity; it never applies"))

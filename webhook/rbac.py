@@ -36,8 +36,8 @@ DERIVED_LIMIT = 4096  # answers memoized per snapshot (accounts judged), so memo
 
 GROUP = "rbac.authorization.k8s.io"
 ALL = "*"
-AUTHENTICATED = "system:authenticated"
-SERVICE_ACCOUNTS = "system:serviceaccounts"
+AUTHENTICATED = attributes.AUTHENTICATED
+SERVICE_ACCOUNTS = attributes.SERVICE_ACCOUNTS
 
 ROLE, CLUSTER_ROLE = "Role", "ClusterRole"
 ROLE_BINDING, CLUSTER_ROLE_BINDING = "RoleBinding", "ClusterRoleBinding"
@@ -56,10 +56,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def service_account_user(namespace: str, name: str) -> attributes.UserInfo:
     """The caller a ServiceAccount's token authenticates as (username and the groups it carries)."""
-    return attributes.UserInfo(
-        username=f"{attributes.SA_PREFIX}{namespace}:{name}",
-        groups=(SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{namespace}", AUTHENTICATED),
-    )
+    return attributes.authenticated_user(f"{attributes.SA_PREFIX}{namespace}:{name}")
 
 
 # --- what is asked ---------------------------------------------------------------------------------

@@ -87,39 +87,15 @@ class Target(Protocol):
 
 
 @dataclass
-class Local:
+class Local(processes.OwnControlPlane):
     """The control plane from ``controlplane.processes``, on loopback."""
 
     plane: processes.ControlPlane
     description: str = "local kube-apiserver + etcd"
 
     @property
-    def server(self) -> str:
-        return self.plane.apiserver.url
-
-    @property
-    def ca_file(self) -> Path:
-        return self.plane.apiserver.pki.ca
-
-    @property
-    def admin_token(self) -> str:
-        return self.plane.apiserver.pki.admin_token
-
-    @property
-    def admin_client_cert(self) -> tuple[Path, Path] | None:
-        return None
-
-    @property
     def guard_in_cluster(self) -> bool:
         return False
-
-    @property
-    def guard_authorizer(self) -> bool:
-        return True
-
-    @property
-    def audit_log(self) -> Path | None:
-        return self.plane.apiserver.audit_log
 
     def guard_url(self, port: int) -> str:
         return guard_url(port)

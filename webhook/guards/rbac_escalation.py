@@ -221,12 +221,7 @@ def _subject_identity(subject: Mapping[str, Any], binding_namespace: str) -> att
         name = f"{attributes.SA_PREFIX}{namespace}:{name}"
     elif kind != "User":
         return None
-    info = attributes.UserInfo(username=name, groups=("system:authenticated",))
-    account = info.service_account
-    if account is not None:
-        groups = ("system:serviceaccounts", f"system:serviceaccounts:{account[0]}", "system:authenticated")
-        info = attributes.UserInfo(username=name, groups=groups)
-    return info
+    return attributes.authenticated_user(name)
 
 
 def _subject_problem(

@@ -267,7 +267,7 @@ def kubelet_config(directory: Path, client_ca: Path, runtime: Path, port: int) -
 
 
 @dataclass
-class NodeCluster:
+class NodeCluster(processes.OwnControlPlane):
     """``cluster.Target`` for the real node: the guard is the Deployment installed from the manifests."""
 
     workdir: Path
@@ -279,32 +279,8 @@ class NodeCluster:
     )
 
     @property
-    def server(self) -> str:
-        return self.plane.apiserver.url
-
-    @property
-    def ca_file(self) -> Path:
-        return self.plane.apiserver.pki.ca
-
-    @property
-    def admin_token(self) -> str:
-        return self.plane.apiserver.pki.admin_token
-
-    @property
-    def admin_client_cert(self) -> tuple[Path, Path] | None:
-        return None
-
-    @property
     def guard_in_cluster(self) -> bool:
         return True
-
-    @property
-    def guard_authorizer(self) -> bool:
-        return True
-
-    @property
-    def audit_log(self) -> Path | None:
-        return self.plane.apiserver.audit_log
 
     @property
     def guard_certs(self) -> Path:

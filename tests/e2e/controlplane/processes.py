@@ -373,6 +373,37 @@ class ControlPlane:
         return "".join(parts)
 
 
+class OwnControlPlane:
+    """The ``cluster.Target`` properties of a control plane this suite started itself (``self.plane``):
+    the apiserver's URL, CA, the admin's static token, the audit log and the authorizer file."""
+
+    plane: ControlPlane
+
+    @property
+    def server(self) -> str:
+        return self.plane.apiserver.url
+
+    @property
+    def ca_file(self) -> Path:
+        return self.plane.apiserver.pki.ca
+
+    @property
+    def admin_token(self) -> str:
+        return self.plane.apiserver.pki.admin_token
+
+    @property
+    def admin_client_cert(self) -> tuple[Path, Path] | None:
+        return None
+
+    @property
+    def guard_authorizer(self) -> bool:
+        return True
+
+    @property
+    def audit_log(self) -> Path | None:
+        return self.plane.apiserver.audit_log
+
+
 @contextlib.contextmanager
 def running(
     workdir: Path,
