@@ -355,6 +355,19 @@ def read_sysctls() -> dict[str, str]:
     return values
 
 
+def restore_sysctls(values: dict[str, str]) -> list[str]:
+    """Write back the values ``read_sysctls`` saw (a kubelet sets vm.overcommit_memory, kernel.panic, …
+    on the host, also from inside a kind node); one note per sysctl changed."""
+    notes = []
+    for name, value in values.items():
+        path = Path("/proc/sys") / name
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() != value:
+                path.write_text(value)
+                notes.append(f"sysctl {name} restored to {value}")
+    return notes
+
+
 def listing(directory: Path) -> set[Path]:
     if not directory.exists():
         return set()
@@ -439,12 +452,7 @@ class Snapshot:
             if path.is_mount():
                 run("umount", "--lazy", str(path), check=False)
             remove_path(path)
-        for name, value in self.sysctls.items():
-            path = Path("/proc/sys") / name
-            with contextlib.suppress(OSError):
-                if path.read_text().strip() != value:
-                    path.write_text(value)
-                    self.notes.append(f"sysctl {name} restored to {value}")
+        self.notes.extend(restore_sysctls(self.sysctls))
 
     def leftovers(self) -> list[str]:
         """Everything still different from the snapshot (empty when the host is as it was)."""

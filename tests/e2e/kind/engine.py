@@ -18,6 +18,7 @@ drops the capabilities the host cannot grant, exactly what Docker 23+ does, and 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,11 +46,17 @@ def engine(directory: Path) -> images.DockerEngine:
     )
 
 
+SYSCTLS_FILE = "sysctls.json"  # the host's values before the cluster: kind's kubelets change some
+
+
 def start(directory: Path) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = directory / SYSCTLS_FILE
+    if not saved.exists():  # a second start (KEEP=1 earlier) keeps the first, true values
+        saved.write_text(json.dumps(host.read_sysctls()))
     if answers(os.environ.get("DOCKER_HOST")):
         return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     host.ensure_packages(lambda message: print(message, file=sys.stderr), ("docker.io", "runc"))
-    directory.mkdir(parents=True, exist_ok=True)
     own = engine(directory)
     started = time.monotonic()
     own.start()  # the Popen is a new session: it outlives this process until `stop`
@@ -61,6 +68,11 @@ def start(directory: Path) -> str:
 
 
 def stop(directory: Path) -> None:
+    saved = directory / SYSCTLS_FILE
+    if saved.exists():
+        for note in host.restore_sysctls(json.loads(saved.read_text())):
+            print(f"e2e-kind: {note}", file=sys.stderr)
+        saved.unlink()
     marker = directory / "started"
     if not marker.exists():
         return
