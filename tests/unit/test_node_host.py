@@ -3,6 +3,7 @@ would remove and what it reports, so that a teardown that leaves something behin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -88,3 +89,27 @@ def test_a_process_left_in_the_work_directory_is_reported(tmp_path: Path) -> Non
     finally:
         left.kill()
         left.wait()
+
+
+def test_cgroup_walk_survives_a_cgroup_removed_mid_walk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Teardown walks the kubelet's cgroup tree while containers exit and their cgroups vanish (CI saw
+    ``FileNotFoundError`` from ``rglob`` there). A directory removed between listing and reading is
+    skipped; the rest of the tree and its processes are still found."""
+    root = tmp_path / host.CGROUP_ROOT
+    (root / "kubepods" / "pod-a" / "ctr").mkdir(parents=True)
+    (root / "kubepods" / "pod-b").mkdir(parents=True)
+    (root / "kubepods" / "pod-b" / "cgroup.procs").write_text("4242\n")
+    monkeypatch.setattr(host, "cgroup_dirs", lambda name=host.CGROUP_ROOT: [root])
+    real_scandir = os.scandir
+
+    def vanishing(path: os.PathLike[str] | str) -> object:
+        if Path(path).name == "pod-a":  # the container exited after its parent was listed
+            (root / "kubepods" / "pod-a" / "ctr").rmdir()
+            (root / "kubepods" / "pod-a").rmdir()
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", vanishing)
+    assert host.cgroup_processes() == {4242}
+    assert root / "kubepods" / "pod-a" not in host.cgroup_tree(root)

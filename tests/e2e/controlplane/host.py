@@ -191,12 +191,20 @@ def cgroup_dirs(name: str = CGROUP_ROOT) -> list[Path]:
     return [h / name for h in cgroup_hierarchies() if (h / name).exists()]
 
 
+def cgroup_tree(root: Path) -> list[Path]:
+    """Every cgroup directory under ``root``, deepest first. The kubelet and containerd create and
+    remove cgroups while this walks (a container exiting during teardown), so a directory that vanishes
+    mid-walk is skipped: ``os.walk`` ignores scandir errors, where ``Path.rglob`` raises them."""
+    found = [Path(top) / d for top, dirs, _ in os.walk(root) for d in dirs]
+    return sorted(found, key=lambda p: -len(p.parts))
+
+
 def cgroup_processes(name: str = CGROUP_ROOT) -> set[int]:
     found: set[int] = set()
     for root in cgroup_dirs(name):
-        for procs in root.rglob("cgroup.procs"):
+        for cgroup in [root, *cgroup_tree(root)]:
             with contextlib.suppress(OSError):
-                found.update(int(line) for line in procs.read_text().split())
+                found.update(int(line) for line in (cgroup / "cgroup.procs").read_text().split())
     return found
 
 
@@ -215,7 +223,7 @@ def remove_cgroups(name: str = CGROUP_ROOT, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while (roots := cgroup_dirs(name)) and time.monotonic() < deadline:
         for root in roots:
-            for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            for path in cgroup_tree(root):
                 with contextlib.suppress(OSError):
                     path.rmdir()
             with contextlib.suppress(OSError):
