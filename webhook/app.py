@@ -219,6 +219,7 @@ class GuardApp:
         started = time.perf_counter()
         status = 500
         closing = not self.state.ready
+        record: Callable[[], None] | None = None
         try:
             refusal = self.state.clients.refusal(scope) if self.state.clients is not None else None
             if scope["method"] != "POST":
@@ -228,7 +229,7 @@ class GuardApp:
                 status, payload = 403, _error(403, refusal)
             else:
                 body = await read_body(scope, receive, self.state.max_body, self.state.budget)
-                status, payload = self._review(endpoint, body)
+                status, payload, record = self._review(endpoint, body)
         except Problem as exc:
             status, payload = exc.status, _error(exc.status, exc.message)
         except asyncio.CancelledError:
@@ -243,37 +244,69 @@ class GuardApp:
         except Exception as exc:  # never a traceback to the client
             log.error("unexpected %s while serving /%s", type(exc).__name__, endpoint.name, exc_info=exc)
             status, payload = 500, _error(500, "internal error in the guard; see its log")
-        finally:
-            self.state.metrics.response(endpoint.name, status, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         if status == 405:
             headers.append((b"allow", b"POST"))
         if closing:
             headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+            # The apiserver waits for the answer, not for the bookkeeping: one loop step lets the
+            # transport write the answer (webhook.onewrite flushes on the loop's next step), then the
+            # metrics and the decision line are recorded. On a node that was idle between reviews
+            # every microsecond of work costs several (cold caches), so this is measured at the
+            # apiserver (BENCHMARKS.md).
+            await asyncio.sleep(0)
+        finally:
+            self.state.metrics.response(endpoint.name, status, elapsed)
+            if record is not None:
+                self._record(endpoint, record)
 
-    def _review(self, endpoint: Endpoint[Any], body: bytes) -> tuple[int, bytes]:
+    def _review(self, endpoint: Endpoint[Any], body: bytes) -> tuple[int, bytes, Callable[[], None] | None]:
+        """Judge one review: the answer's status and bytes, and what records the decision."""
         if (values := json_values(body)) > MAX_JSON_VALUES:
-            return 413, _error(
+            return (
                 413,
-                f"the {endpoint.envelope} holds up to {values} JSON values, more than the {MAX_JSON_VALUES} "
-                "the guard parses per review",
+                _error(
+                    413,
+                    f"the {endpoint.envelope} holds up to {values} JSON values, more than the "
+                    f"{MAX_JSON_VALUES} the guard parses per review",
+                ),
+                None,
             )
         try:
             parsed = endpoint.parse(body)
         except review.BadReview as exc:
-            return 400, _error(400, f"malformed {endpoint.envelope}: {exc}")
+            return 400, _error(400, f"malformed {endpoint.envelope}: {exc}"), None
         state = self.state
         judge = state.engine
+        mode = judge.policy.mode
         try:
             verdict = endpoint.judge(judge, parsed)
         except Exception as exc:  # fail closed: only agents are routed to us by matchConditions
             log.exception("engine failed on /%s %s", endpoint.name, endpoint.who(parsed))
             verdict = engine.fail_closed(f"the guard failed ({type(exc).__name__})")
-        state.metrics.review(endpoint.name, verdict, judge.policy.mode)
-        self.on_decision(endpoint.entry(parsed, verdict, judge.policy.mode))
-        return 200, orjson.dumps(endpoint.respond(parsed, verdict))
+
+        def record() -> None:
+            state.metrics.review(endpoint.name, verdict, mode)
+            self.on_decision(endpoint.entry(parsed, verdict, mode))
+
+        return 200, orjson.dumps(endpoint.respond(parsed, verdict)), record
+
+    @staticmethod
+    def _record(endpoint: Endpoint[Any], record: Callable[[], None]) -> None:
+        """The decision stands once answered: a failure to record it is logged, never raised."""
+        try:
+            record()
+        except Exception as exc:
+            log.error(
+                "unexpected %s while recording a /%s decision",
+                type(exc).__name__,
+                endpoint.name,
+                exc_info=exc,
+            )
 
     @staticmethod
     def _closing(send: Send) -> Send:

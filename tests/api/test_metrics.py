@@ -166,13 +166,16 @@ def test_each_app_has_its_own_registry(shipped_engine: engine.Engine) -> None:
     assert first.metrics.registry is not second.metrics.registry
 
 
-def test_unexpected_errors_are_timed_and_counted_as_500(shipped_engine: engine.Engine) -> None:
-    def broken_log(_: dict[str, Any]) -> None:
-        raise OSError("disk full")
+def test_unexpected_errors_are_timed_and_counted_as_500(
+    shipped_engine: engine.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_answer(*_: Any) -> dict[str, Any]:
+        raise OSError("out of memory")
 
+    monkeypatch.setitem(app.ENDPOINTS, "/validate", dataclasses.replace(app.VALIDATE, respond=broken_answer))
     state = app.State(shipped_engine)
     client = fastapi.testclient.TestClient(
-        app.create_app(state, on_decision=broken_log), raise_server_exceptions=False
+        app.create_app(state, on_decision=lambda _: None), raise_server_exceptions=False
     )
     with client:
         answer = client.post("/validate", content=reviews.body(reviews.namespace_delete()))
@@ -180,6 +183,24 @@ def test_unexpected_errors_are_timed_and_counted_as_500(shipped_engine: engine.E
         samples = scrape(client)
     assert value(samples, "agent_guard_http_responses_total", endpoint="validate", code="500") == 1
     assert value(samples, "agent_guard_review_duration_seconds_count", endpoint="validate") == 1
+
+
+def test_a_decision_log_that_fails_does_not_change_the_answer(
+    shipped_engine: engine.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line is recorded after the answer has left (webhook.app): a sink that raises is logged and
+    the decision, already sent, stands; the review is still counted."""
+
+    def broken_log(_: dict[str, Any]) -> None:
+        raise OSError("disk full")
+
+    state = app.State(shipped_engine)
+    with fastapi.testclient.TestClient(app.create_app(state, on_decision=broken_log)) as client:
+        answer = client.post("/validate", content=reviews.body(reviews.namespace_delete()))
+        samples = scrape(client)
+    assert answer.status_code == 200 and answer.json()["response"]["allowed"] is False
+    assert value(samples, "agent_guard_http_responses_total", endpoint="validate", code="200") == 1
+    assert any("OSError while recording a /validate decision" in r.getMessage() for r in caplog.records)
 
 
 def test_budget_denials_and_ledger_are_exported(shipped_policy: policy.Policy) -> None:
