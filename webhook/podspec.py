@@ -23,14 +23,17 @@ the shape and reads nothing else as malformed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from webhook import attributes, safe
 from webhook.guards import base
+
+T = TypeVar("T")
 
 WORKLOAD_PATH = ("spec.template.spec",)
 # (group, resource) -> paths of the pod specs inside the object
@@ -131,6 +134,10 @@ class PodSpec:
     spec: Mapping[str, Any]
     keys: tuple[str | int, ...] = ()  # the same path as keys and list indexes (for the old object)
     strict: bool = True  # a listed kind (read through ``safe``); False: found by the shape detector
+    # ``containers()`` and ``volumes()`` of this spec, kept once a walk reached the end: three
+    # families walk them in every review. Only a finished walk is kept, so one stopped early or by a
+    # malformed item leaves nothing, and the next walk meets the same items and the same error.
+    walked: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,15 +263,35 @@ def _items(pod: PodSpec, list_name: str) -> Iterator[tuple[str, int, Mapping[str
             yield field, index, item, str(item.get("name", f"#{index}"))
 
 
+def _remembered(pod: PodSpec, what: str, walk: Callable[[PodSpec], Iterator[T]]) -> Iterator[T]:
+    done = pod.walked.get(what)
+    if done is not None:
+        yield from done
+        return
+    seen = []
+    for item in walk(pod):
+        seen.append(item)
+        yield item
+    pod.walked[what] = tuple(seen)
+
+
 def volumes(pod: PodSpec) -> Iterator[Volume]:
     """Every volume of the pod, labelled for messages."""
+    return _remembered(pod, "volumes", _volumes)
+
+
+def containers(pod: PodSpec) -> Iterator[Container]:
+    """Every container of every kind, labelled for messages."""
+    return _remembered(pod, "containers", _containers)
+
+
+def _volumes(pod: PodSpec) -> Iterator[Volume]:
     for list_name, label in VOLUME_LISTS:
         for field, index, item, name in _items(pod, list_name):
             yield Volume(f'{label} "{name}"', f"{field}[{index}]", item)
 
 
-def containers(pod: PodSpec) -> Iterator[Container]:
-    """Every container of every kind, labelled for messages."""
+def _containers(pod: PodSpec) -> Iterator[Container]:
     for list_name, label in CONTAINER_LISTS:
         for field, index, item, name in _items(pod, list_name):
             yield Container(f'{label} "{name}"', f"{field}[{index}]", item)
