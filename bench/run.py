@@ -245,6 +245,8 @@ def main() -> int:
         results["in_process"] = inproc.run()
         for label, micros in results["in_process"].items():
             print(f"[in-process] {label:<30} {micros:7.1f} us per review", flush=True)
+        results["after_idle"] = inproc.after_idle()
+        inproc.print_after_idle(results["after_idle"])
         results["engine"] = micro.run()
         results["budget_memory"] = budget_memory.run()
         print(f"[budget ledger] {json.dumps(results['budget_memory'])}", flush=True)
