@@ -65,7 +65,7 @@ def run(calls: int = 20_000) -> dict[str, float]:
         parsed = [review.parse_admission(body) for body in admissions]
         verdicts = [judge.admit(request) for request in parsed]
         positions = iter(range(10**9))
-        return {
+        measured = {
             "parse AdmissionReview": _per_call(review.parse_admission, admissions, calls),
             "engine.admit": _per_call(
                 lambda _: judge.admit(parsed[next(positions) % len(parsed)]), admissions, calls
@@ -82,6 +82,8 @@ def run(calls: int = 20_000) -> dict[str, float]:
             "app /validate (whole review)": _asgi(guard_app, "/validate", admissions, calls),
             "app /authorize (whole review)": _asgi(guard_app, "/authorize", accesses, calls),
         }
+        writer.close()  # its thread writes the last lines before the sink closes
+        return measured
 
 
 def after_idle(calls: int = 200, gap: float = 0.010) -> dict[str, dict[str, float]]:

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 import fastapi
 import orjson
 
-from webhook import attributes, clientauth, decisionlog, engine, metrics, rbaccache, review
+from webhook import attributes, clientauth, decisionlog, engine, metrics, onewrite, rbaccache, review
 
 log = logging.getLogger("agent-guard.app")
 
@@ -253,12 +253,13 @@ class GuardApp:
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
-            # The apiserver waits for the answer, not for the bookkeeping: one loop step lets the
-            # transport write the answer (webhook.onewrite flushes on the loop's next step), then the
-            # metrics and the decision line are recorded. On a node that was idle between reviews
-            # every microsecond of work costs several (cold caches), so this is measured at the
-            # apiserver (BENCHMARKS.md).
-            await asyncio.sleep(0)
+            # The apiserver waits for the answer, not for the bookkeeping: the answer is written now
+            # (webhook.onewrite would write it after this step), then the metrics and the decision
+            # line are recorded. On a node that was idle between reviews every microsecond of work
+            # costs several (cold caches), so this is measured at the apiserver (BENCHMARKS.md).
+            flush = scope.get("extensions", {}).get(onewrite.SCOPE_KEY)
+            if flush is not None:
+                flush()
         finally:
             self.state.metrics.response(endpoint.name, status, elapsed)
             if record is not None:

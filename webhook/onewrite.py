@@ -12,12 +12,18 @@ in a buffer that is flushed once, by the event loop right after the current step
 ``send`` calls happen in one step, so they become one write). Closing flushes first, so a
 ``Connection: close`` answer is never cut off. Flow control, ``is_closing`` and everything else go
 to the real transport.
+
+An app that has more to do after its answer (the guard records its decision) need not wait for that
+step: the flush is in its scope as ``scope["extensions"][SCOPE_KEY]``, and calling it writes the
+answer at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+SCOPE_KEY = "agent-guard.io/flush"
 
 
 class Coalescing:
@@ -55,10 +61,26 @@ class Coalescing:
         return getattr(self.transport, name)
 
 
+class _WithFlush:
+    """The app, given the connection's flush (an ASGI scope extension)."""
+
+    __slots__ = ("app", "flush")
+
+    def __init__(self, app: Any, flush: Any) -> None:
+        self.app, self.flush = app, flush
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("extensions", {})[SCOPE_KEY] = self.flush
+        await self.app(scope, receive, send)
+
+
 def protocol(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     """``base`` (uvicorn's HTTP protocol, or a subclass of it) writing each answer in one piece."""
 
     def connection_made(self: Any, transport: asyncio.Transport) -> None:
-        base.connection_made(self, Coalescing(transport, asyncio.get_running_loop()))  # type: ignore[arg-type]
+        coalescing = Coalescing(transport, asyncio.get_running_loop())
+        base.connection_made(self, coalescing)  # type: ignore[arg-type]
+        self.app = _WithFlush(self.app, coalescing.flush)
 
     return type(f"OneWrite{base.__name__}", (base,), {"connection_made": connection_made})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ import fastapi.testclient
 import pytest
 
 from tests import reviews
-from webhook import app, engine, policy
+from webhook import app, engine, onewrite, policy
 
 
 @pytest.fixture
@@ -173,3 +174,28 @@ def test_health_and_readiness(client: fastapi.testclient.TestClient) -> None:
     wrong_method = client.get("/validate")
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert wrong_method.json()["error"] == "use POST with a JSON AdmissionReview body"
+
+
+def test_the_answer_is_written_before_the_decision_is_recorded(shipped_engine: engine.Engine) -> None:
+    """The apiserver waits on the answer only: behind webhook.onewrite the app writes it (the
+    connection's flush in its scope) and only then records the metrics and the decision line."""
+    events: list[str] = []
+    guard = app.create_app(app.State(shipped_engine), on_decision=lambda entry: events.append("decision"))
+    body = reviews.body(reviews.namespace_delete())
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop()
+
+    async def send(message: app.Message) -> None:
+        events.append(message["type"])
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/validate",
+        "headers": [(b"content-length", b"%d" % len(body))],
+        "extensions": {onewrite.SCOPE_KEY: lambda: events.append("flushed")},
+    }
+    asyncio.run(guard(scope, receive, send))
+    assert events == ["http.response.start", "http.response.body", "flushed", "decision"]
