@@ -70,8 +70,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _prog(args: argparse.Namespace) -> str:
-    """``agent-guard check``, ``agent-guard manifests authz``: who is speaking in an error line."""
-    return " ".join(["agent-guard", args.command, *([args.kind] if getattr(args, "kind", None) else [])])
+    """``agent-guard check``, ``agent-guard manifests authz``, ``agent-guard rbac audit``: who is
+    speaking in an error line."""
+    sub = getattr(args, command.SUBCOMMAND, None)
+    return " ".join(["agent-guard", args.command, *([sub] if sub else [])])
 
 
 def main(argv: Sequence[str] | None = None, families: guards.Registry | None = None) -> int:

@@ -4,18 +4,17 @@ Writes a dedicated client CA (``client-ca.crt``; its key is never stored), the a
 certificate and key, and the apiserver's ``AdmissionConfiguration`` + webhook kubeconfig that make it
 present them when it calls the guard. Then: start the guard with ``serve --client-ca client-ca.crt``
 and the kube-apiserver with ``--admission-control-config-file=<dir>/admission-config.yaml``
-(see docs/budgets.md, "Only the apiserver's reviews count").
+(see docs/budgets.md, "Only the apiserver's reviews count"). Anything that stops it is a
+``command.Failed`` with exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from webhook import certs, clientauth
-
-EXIT_BAD_INPUT = 2
+from webhook.tools import command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,15 +43,9 @@ def run(args: argparse.Namespace) -> int:
     names = (clientauth.CA_FILE, clientauth.CERT_FILE, clientauth.KEY_FILE, *clientauth.CONFIG_FILES)
     present = [name for name in names if (out / name).exists()]
     if present and not args.force:
-        print(
-            f"agent-guard apiserver-client: {out}: {', '.join(present)} already exist "
-            "(use --force to replace)",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
+        raise command.Failed(f"{out}: {', '.join(present)} already exist (use --force to replace)")
     if out.exists() and not out.is_dir():
-        print(f"agent-guard apiserver-client: {out}: not a directory", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise command.Failed(f"{out}: not a directory")
     there = Path(args.apiserver_dir) if args.apiserver_dir else out.resolve()
     try:
         clientauth.issue(out, args.name, args.days)
@@ -65,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         for name, text in files.items():
             (out / name).write_text(text)
     except (clientauth.ClientAuthError, OSError) as exc:
-        print(f"agent-guard apiserver-client: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise command.Failed(str(exc)) from None
     print(
         f"wrote {', '.join(names)} to {out}\n"
         f"guard:          agent-guard serve --client-ca {out / clientauth.CA_FILE} "

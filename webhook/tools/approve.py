@@ -7,22 +7,22 @@ not a name typed here) and creates the ``Approval`` in the guard's namespace. ``
 object as YAML instead, for review or ``kubectl apply``/``create`` (then ``--approver`` is required).
 
 Exit codes: 0 written, 1 the cluster refused (e.g. an agent, whose writes to the guard's namespace
-are denied), 2 bad input.
+are denied), 2 bad input; each failure is a ``command.Failed``, which ``cli.main`` prints once.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from typing import Any, cast
 
 import kubernetes
 import yaml
 
 from webhook import approvals, budget, policy
+from webhook.tools import command
 
-EXIT_REFUSED, EXIT_BAD_INPUT = 1, 2
+EXIT_REFUSED, EXIT_BAD_INPUT = command.EXIT_FAILED, command.EXIT_BAD_INPUT
 MAX_TTL_SECONDS = 24 * 3600
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
@@ -51,11 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--approver", help="with --print: who approves (otherwise the cluster says)")
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
-    print(f"agent-guard approve: {message}", file=sys.stderr)
-    return code
-
-
 def _api(args: argparse.Namespace) -> kubernetes.client.ApiClient:
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -80,22 +75,24 @@ def run(args: argparse.Namespace) -> int:
     group, resource = approvals.parse_resource(args.resource)
     target = approvals.Target(args.user, args.operation, group, resource, args.namespace, args.name)
     if args.id.lower() != target.id:
-        return _fail(
+        raise command.Failed(
             f"approval id {args.id!r} does not match --user/--operation/--resource/--namespace/--name "
             f"(they give {target.id}); copy the whole command from the denial"
         )
     try:
         ttl = budget.parse_duration(args.ttl)
     except ValueError as exc:
-        return _fail(f"--ttl: {exc}")
+        raise command.Failed(f"--ttl: {exc}") from None
     if ttl > MAX_TTL_SECONDS:
-        return _fail("--ttl: at most 24h; an approval is for one retry soon, not a standing exception")
+        raise command.Failed(
+            "--ttl: at most 24h; an approval is for one retry soon, not a standing exception"
+        )
     if not args.reason.strip():
-        return _fail("--reason: say why this request is approved")
+        raise command.Failed("--reason: say why this request is approved")
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl)
     if args.print:
         if not args.approver:
-            return _fail("--print needs --approver (nobody asks the cluster who you are)")
+            raise command.Failed("--print needs --approver (nobody asks the cluster who you are)")
         obj = approvals.manifest(target, args.approver, args.reason.strip(), expires, args.guard_namespace)
         print(yaml.safe_dump(obj, sort_keys=False), end="")
         return 0
@@ -111,14 +108,16 @@ def run(args: argparse.Namespace) -> int:
         )
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
-            return _fail(
+            raise command.Failed(
                 f"the cluster has no {approvals.PLURAL}.{approvals.GROUP} in {args.guard_namespace} "
                 "(is the Approval CRD installed?)",
                 EXIT_REFUSED,
-            )
-        return _fail(f"the cluster refused: HTTP {exc.status} {_message(exc)}", EXIT_REFUSED)
+            ) from None
+        raise command.Failed(
+            f"the cluster refused: HTTP {exc.status} {_message(exc)}", EXIT_REFUSED
+        ) from None
     except (kubernetes.config.ConfigException, OSError) as exc:
-        return _fail(f"cannot reach the cluster: {exc}", EXIT_REFUSED)
+        raise command.Failed(f"cannot reach the cluster: {exc}", EXIT_REFUSED) from None
     name = created["metadata"]["name"]
     print(
         f"approval {args.guard_namespace}/{name} by {approver}: {target.operation} {args.resource} "

@@ -4,8 +4,10 @@ A subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``
 only wires them up. A command that cannot do what was asked raises ``Failed`` with a message that
 names the file, option or field and what is wrong; ``cli.main`` prints it once, prefixed with the
 command (``agent-guard check: rules/x.yaml: ...``), and exits with its code - never a traceback.
-The argument types below turn bad option values into argparse's own exit 2 with the same kind of
-message.
+A command with sub-commands (``manifests KIND``, ``rbac audit|suggest``) stores the chosen one
+as ``args.subcommand`` (``dest=SUBCOMMAND``), so the prefix names it too. Progress lines and
+warnings, which do not end the command, go to stderr directly. The argument types below turn bad
+option values into argparse's own exit 2 with the same kind of message.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Protocol, TypeVar
 from webhook import certs, guards, policy
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+SUBCOMMAND = "subcommand"  # the ``dest`` of a command's sub-commands, which ``cli.main`` names
 N = TypeVar("N", int, float)
 
 

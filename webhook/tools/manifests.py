@@ -121,7 +121,7 @@ def render_chart(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    kinds = parser.add_subparsers(dest=command.SUBCOMMAND, required=True, metavar="KIND")
     _add_webhook(kinds)
     _add_authz(kinds)
     _add_policy(kinds)
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         "authz": render_authz,
         "policy": render_policy,
         "chart": render_chart,
-    }[args.kind]
+    }[args.subcommand]
     code: int = render(args)
     return code
 

@@ -4,7 +4,8 @@
 takes away from agents, and which installed part stops it; ``suggest``
 (``webhook.tools.rbacsuggest``) writes the least-privilege roles that cover what the agents did.
 Exit codes: 0 nothing to report, 1 an agent holds a power nothing installed stops (audit) or nothing
-to suggest, 2 bad input (files, cluster, flags, policy) with a message instead of a traceback.
+to suggest, 2 bad input (files, cluster, flags, policy): ``command.Failed``, which ``cli.main`` prints
+once as ``agent-guard rbac audit: ...``; warnings go to stderr and the command goes on.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from webhook import engine, policy
-from webhook.tools import audit, inputs, rbacaudit, rbacsuggest, verdicts
+from webhook import engine
+from webhook.tools import audit, command, inputs, rbacaudit, rbacsuggest, verdicts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="rbac_command", required=True, metavar="SUBCOMMAND")
+    sub = parser.add_subparsers(dest=command.SUBCOMMAND, required=True, metavar="SUBCOMMAND")
     check = sub.add_parser(
         "audit",
         help="what each agent identity is granted that the guard denies agents, and what stops it "
@@ -71,28 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     suggest.add_argument("--out", metavar="FILE", help="write the YAML here instead of stdout")
 
 
-def _policy(args: argparse.Namespace, command: str) -> policy.Policy | None:
-    try:
-        return policy.load(Path(args.rules))
-    except policy.PolicyError as exc:
-        print(f"agent-guard rbac {command}: invalid policy:\n{exc}", file=sys.stderr)
-        return None
-
-
 def _audit(args: argparse.Namespace) -> int:
-    loaded = _policy(args, "audit")
-    if loaded is None:
-        return verdicts.EXIT_BAD_INPUT
-    try:
-        if args.kubeconfig is not None:
-            cluster, warnings = rbacaudit.load_live(args.kubeconfig, args.context)
-        else:
-            if args.context:
-                raise inputs.InputError("--context needs --kubeconfig")
-            cluster, warnings = rbacaudit.load_files(args.filename), []
-    except inputs.InputError as exc:
-        print(f"agent-guard rbac audit: {exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    loaded = command.load_policy(args, code=verdicts.EXIT_BAD_INPUT)
+    if args.kubeconfig is not None:
+        cluster, warnings = rbacaudit.load_live(args.kubeconfig, args.context)
+    else:
+        if args.context:
+            raise inputs.InputError("--context needs --kubeconfig")
+        cluster, warnings = rbacaudit.load_files(args.filename), []
     for warning in warnings:
         print(f"agent-guard rbac audit: warning: {warning}", file=sys.stderr)
     authorizer = args.authorizer == "present"
@@ -102,35 +89,26 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    loaded = _policy(args, "suggest")
-    if loaded is None:
-        return verdicts.EXIT_BAD_INPUT
+    loaded = command.load_policy(args, code=verdicts.EXIT_BAD_INPUT)
     events, stats = audit.Stats(), rbacsuggest.Stats()
-    try:
-        names = inputs.expand(args.logs, ("",))
-        agents = rbacsuggest.collect(engine.Engine(loaded), names, events, stats)
-    except inputs.InputError as exc:
-        print(f"agent-guard rbac suggest: {exc}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+    names = inputs.expand(args.logs, ("",))
+    agents = rbacsuggest.collect(engine.Engine(loaded), names, events, stats)
     for problem in events.problems:
         print(f"agent-guard rbac suggest: warning: {problem}", file=sys.stderr)
     if events.events == 0:
-        print(f"agent-guard rbac suggest: no audit events found in {', '.join(args.logs)}", file=sys.stderr)
-        return verdicts.EXIT_BAD_INPUT
+        raise inputs.InputError(f"no audit events found in {', '.join(args.logs)}")
     if not agents:
-        print(
-            f"agent-guard rbac suggest: no successful request by an agent identity in {events.events} "
-            f"event(s) ({stats.agent_requests} agent request(s), none successful): nothing to suggest",
-            file=sys.stderr,
+        raise command.Failed(
+            f"no successful request by an agent identity in {events.events} event(s) "
+            f"({stats.agent_requests} agent request(s), none successful): nothing to suggest",
+            verdicts.EXIT_WOULD_DENY,
         )
-        return verdicts.EXIT_WOULD_DENY
     text = rbacsuggest.render(agents, [inputs.display(n) for n in names], stats)
     if args.out:
         try:
             Path(args.out).write_text(text, encoding="utf-8")
         except OSError as exc:
-            print(f"agent-guard rbac suggest: cannot write {args.out}: {exc}", file=sys.stderr)
-            return verdicts.EXIT_BAD_INPUT
+            raise command.Failed(f"cannot write {args.out}: {exc}", verdicts.EXIT_BAD_INPUT) from None
     else:
         print(text, end="")
     left_out = sum(len(a.left_out) for a in agents.values())
@@ -144,6 +122,6 @@ def _suggest(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rbac_command == "audit":
+    if args.subcommand == "audit":
         return _audit(args)
     return _suggest(args)
