@@ -167,4 +167,11 @@ def test_apiserver_client_refuses_to_overwrite(material: dict[str, Path]) -> Non
         cwd=reviews.ROOT,
         check=False,
     )
-    assert result.returncode == 2 and "already exist (use --force to replace)" in result.stderr
+    written = ", ".join(
+        (clientauth.CA_FILE, clientauth.CERT_FILE, clientauth.KEY_FILE, *clientauth.CONFIG_FILES)
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"agent-guard apiserver-client: {material['apiserver']}: {written} already exist "
+        "(use --force to replace)\n"
+    )

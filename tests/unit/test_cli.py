@@ -101,6 +101,36 @@ def test_certs_out_an_existing_file(tmp_path: Path, capsys: Capture) -> None:
     assert target.read_text() == "keep me"
 
 
+def test_apiserver_client_out_an_existing_file(tmp_path: Path, capsys: Capture) -> None:
+    """The one ``command.Failed`` line, prefixed by ``cli.main``; the file is left as it was."""
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    assert cli.main(["apiserver-client", "--out", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"agent-guard apiserver-client: {target}: not a directory\n")
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog"),
+    [
+        (["rbac", "audit", "-f", "absent"], "agent-guard rbac audit"),
+        (["rbac", "suggest", "absent"], "agent-guard rbac suggest"),
+        (
+            ["manifests", "webhook", "--without-ca-bundle", "--url", "http://guard"],
+            "agent-guard manifests webhook",
+        ),
+        (["check", "absent"], "agent-guard check"),
+    ],
+)
+def test_an_error_line_names_the_command_and_its_subcommand(
+    argv: list[str], prog: str, capsys: Capture
+) -> None:
+    assert cli.main([*argv, "--rules", str(reviews.RULES)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{prog}: ") and err.count("agent-guard") == 1, err
+
+
 def test_authz_url_that_already_names_the_endpoint(bundle: str, capsys: Capture) -> None:
     argv = ["manifests", "authz", "--rules", str(reviews.RULES), "--ca-bundle", bundle]
     assert cli.main([*argv, "--url", "https://10.0.0.5:8443/authorize"]) == 2
