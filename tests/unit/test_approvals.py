@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests import reviews
-from webhook import approvals, approvals_watch, attributes, engine, policy, review
+from webhook import approvals, approvals_watch, attributes, cli, engine, policy, review
 from webhook.guards import delete_budget
 
 T0 = 1_800_000_000.0
@@ -279,6 +279,46 @@ def test_approve_refuses_bad_input(arguments: list[str], message: str) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr == f"agent-guard approve: {message.replace('ID', target.id)}\n"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "message"),
+    [
+        ({"clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}]}, "Connection refused"),
+        ("clusters: [unclosed\n", "expected ',' or ']'"),
+        ("just a line\n", "does not support item assignment"),
+        (None, "Invalid kube-config file"),
+    ],
+)
+def test_approve_exits_1_naming_a_cluster_it_cannot_reach(
+    kubeconfig: dict[str, Any] | str | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unreachable server, a kubeconfig that is not YAML or not a Config, none at all: one line, no
+    traceback, exit 1 (the cluster part failed, as when it refuses)."""
+    config = tmp_path / "kubeconfig"
+    if isinstance(kubeconfig, dict):
+        context = {"cluster": "c", "user": "u"}
+        users = [{"name": "u", "user": {"token": "t"}}]
+        body = {"users": users, "contexts": [{"name": "x", "context": context}], "current-context": "x"}
+        config.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", **kubeconfig, **body}))
+    elif kubeconfig is not None:
+        config.write_text(kubeconfig)
+    target = approvals.Target.of(_delete())
+    argv = [
+        "approve",
+        target.id,
+        "--user",
+        target.username,
+        "--operation",
+        "DELETE",
+        "--resource",
+        "configmaps",
+    ]
+    argv += ["--namespace", "shop", "--name", "cm", "--reason", "ok", "--kubeconfig", str(config)]
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("agent-guard approve: cannot reach the cluster: "), err
+    assert message in err and err.count("agent-guard") == 1, err
 
 
 def test_approve_print_writes_an_object_the_guard_accepts() -> None:

@@ -17,6 +17,7 @@ import datetime
 from typing import Any, cast
 
 import kubernetes
+import urllib3
 import yaml
 
 from webhook import approvals, budget, policy
@@ -98,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         client = _api(args)
+    except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, TypeError, ValueError) as exc:
+        # a kubeconfig that is missing, not YAML or not a Config (the client raises all of these)
+        raise command.Failed(f"cannot reach the cluster: {exc}", EXIT_REFUSED) from None
+    try:
         approver = _whoami(client)
         obj = approvals.manifest(target, approver, args.reason.strip(), expires, args.guard_namespace)
         created = cast(
@@ -116,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise command.Failed(
             f"the cluster refused: HTTP {exc.status} {_message(exc)}", EXIT_REFUSED
         ) from None
-    except (kubernetes.config.ConfigException, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # refused, timed out, TLS
         raise command.Failed(f"cannot reach the cluster: {exc}", EXIT_REFUSED) from None
     name = created["metadata"]["name"]
     print(
