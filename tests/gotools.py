@@ -1,10 +1,11 @@
 """Build a Go program from the Go module proxy once, cache it, reuse it.
 
-Three parts of the project need a Go binary that nobody has to install by hand: the end-to-end suite
-(kube-apiserver and etcd, ``tests/e2e/controlplane/binaries.py``), the manifest tests (kustomize,
-``tests/manifests/kustomize_binary.py``) and ``make bench`` (its load generator, ``bench/run.py``).
-Each describes its binary as a ``Tool`` (the small Go module that pins it, the package to build, where
-the result is cached) and calls ``ensure``.
+Several parts of the project need a Go binary that nobody has to install by hand: the end-to-end suite
+(kube-apiserver and etcd, ``tests/e2e/controlplane/binaries.py``), the manifest tests (kustomize and
+helm, ``tests/manifests/kustomize_binary.py``, ``helm_binary.py``) and ``make bench`` (its load
+generator, ``bench/run.py``). Each describes its binary as a ``Tool`` (the small Go module that pins it,
+the package to build, where the result is cached) and calls ``ensure``; an upstream tool pinned by a
+``tool`` directive is a ``Pinned``, which makes that ``Tool`` from the pinned version.
 
 Everything lands under ``${XDG_CACHE_HOME:-~/.cache}/kube-agent-guard/``. Two sessions may build at
 once (two worktrees, ``make e2e`` next to ``make demo``): the build runs under an exclusive file lock
@@ -137,3 +138,38 @@ def _build(go: str, tool: Tool, progress: Progress) -> None:
     finally:
         partial.unlink(missing_ok=True)
     progress(f"built {tool.name} in {time.monotonic() - started:.0f}s")
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """An upstream Go program pinned by a tiny module of ours (a ``go.mod`` with a ``tool`` directive):
+    its version is the one ``go.mod`` requires of ``requirement``, and it is cached once per version as
+    ``<cache_root>/tools/<name>-<version>``, so a new pin builds anew and an old one is still found."""
+
+    name: str  # the binary's name, in messages and in the cache file name
+    module_dir: Path  # the Go module that pins it
+    requirement: str  # the module whose pinned version names the cache entry
+    package: str  # the main package to build
+    purpose: str  # who needs it, for the "install Go" message
+    ldflags: str = "-s -w"  # ``{version}`` is replaced by the pinned version
+
+    def version(self) -> str:
+        return module_version(self.module_dir, self.requirement)
+
+    def cached_path(self) -> Path:
+        return cache_root() / "tools" / f"{self.name}-{self.version()}"
+
+    def tool(self) -> Tool:
+        version = self.version()
+        return Tool(
+            name=f"{self.name} {version}",
+            module_dir=self.module_dir,
+            package=self.package,
+            target=self.cached_path(),
+            purpose=self.purpose,
+            ldflags=self.ldflags.format(version=version),
+        )
+
+    def ensure(self, progress: Progress | None = None) -> Path:
+        """The cached binary, built first if it is not there yet."""
+        return ensure(self.tool(), progress)

@@ -25,31 +25,17 @@ PACKAGE = f"{REQUIREMENT}/cmd/helm"
 BuildError = gotools.BuildError
 GoMissing = gotools.GoMissing
 
-
-def version() -> str:
-    return gotools.module_version(MODULE, REQUIREMENT)
-
-
-def cached_path() -> Path:
-    return gotools.cache_root() / "tools" / f"helm-{version()}"
-
-
-def tool() -> gotools.Tool:
-    return gotools.Tool(
-        name=f"helm {version()}",
-        module_dir=MODULE,
-        package=PACKAGE,
-        target=cached_path(),
-        purpose="the chart tests build helm from the Go module proxy",
-        # Without it `helm version` says v4.x-unreleased; charts' kubeVersion checks read it too.
-        ldflags=f"-s -w -X {REQUIREMENT}/internal/version.version={version()}"
-        f" -X {REQUIREMENT}/internal/version.metadata=",
-    )
-
-
-def ensure() -> Path:
-    """The cached helm binary, built first if it is not there yet."""
-    return gotools.ensure(tool())
+HELM = gotools.Pinned(
+    name="helm",
+    module_dir=MODULE,
+    requirement=REQUIREMENT,
+    package=PACKAGE,
+    purpose="the chart tests build helm from the Go module proxy",
+    # Without it `helm version` says v4.x-unreleased; charts' kubeVersion checks read it too.
+    ldflags=f"-s -w -X {REQUIREMENT}/internal/version.version={{version}}"
+    f" -X {REQUIREMENT}/internal/version.metadata=",
+)
+version, cached_path, tool, ensure = HELM.version, HELM.cached_path, HELM.tool, HELM.ensure
 
 
 def environment(home: Path, kubeconfig: Path | None = None) -> dict[str, str]:

@@ -22,28 +22,19 @@ PACKAGE = "sigs.k8s.io/kustomize/kustomize/v5"
 BuildError = gotools.BuildError
 GoMissing = gotools.GoMissing
 
-
-def version() -> str:
-    return gotools.module_version(MODULE, PACKAGE)
-
-
-def cached_path() -> Path:
-    return gotools.cache_root() / "tools" / f"kustomize-{version()}"
-
-
-def tool() -> gotools.Tool:
-    return gotools.Tool(
-        name=f"kustomize {version()}",
-        module_dir=MODULE,
-        package=PACKAGE,
-        target=cached_path(),
-        purpose="the manifest tests build kustomize from the Go module proxy",
-    )
-
-
-def ensure() -> Path:
-    """The cached kustomize binary, built first if it is not there yet."""
-    return gotools.ensure(tool())
+KUSTOMIZE = gotools.Pinned(
+    name="kustomize",
+    module_dir=MODULE,
+    requirement=PACKAGE,
+    package=PACKAGE,
+    purpose="the manifest tests build kustomize from the Go module proxy",
+)
+version, cached_path, tool, ensure = (
+    KUSTOMIZE.version,
+    KUSTOMIZE.cached_path,
+    KUSTOMIZE.tool,
+    KUSTOMIZE.ensure,
+)
 
 
 def build(kustomize: Path, directory: Path) -> str:

@@ -1,12 +1,13 @@
-"""Where kustomize is cached and what happens without Go."""
+"""Where kustomize (and helm) are cached and what happens without Go."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from tests.manifests import kustomize_binary
+from tests.manifests import helm_binary, kustomize_binary
 
 
 def test_version_comes_from_the_pinning_module() -> None:
@@ -16,11 +17,14 @@ def test_version_comes_from_the_pinning_module() -> None:
     assert "tool sigs.k8s.io/kustomize/kustomize/v5" in (kustomize_binary.MODULE / "go.mod").read_text()
 
 
-def test_cached_next_to_the_control_plane_binaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("binary", "name"), [(kustomize_binary, "kustomize"), (helm_binary, "helm")])
+def test_cached_next_to_the_control_plane_binaries(
+    binary: ModuleType, name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``tools/<name>-<pinned version>``: where earlier runs left them, so they are found, not rebuilt."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert kustomize_binary.cached_path() == (
-        tmp_path / "kube-agent-guard" / "tools" / f"kustomize-{kustomize_binary.version()}"
-    )
+    assert binary.cached_path() == tmp_path / "kube-agent-guard" / "tools" / f"{name}-{binary.version()}"
+    assert binary.tool().target == binary.cached_path()
 
 
 def test_without_go_and_without_a_cached_binary_the_error_says_what_to_install(

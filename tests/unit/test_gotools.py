@@ -107,3 +107,39 @@ def test_versions_come_from_go_mod(tmp_path: Path) -> None:
     assert gotools.module_version(module, "k8s.io/kubernetes") == "v1.34.4"
     with pytest.raises(gotools.BuildError, match=r"no version for sigs\.k8s\.io/nothing"):
         gotools.module_version(module, "sigs.k8s.io/nothing")
+
+
+def test_a_pinned_tool_is_cached_per_pinned_version_with_the_version_stamped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A new pin is a new cache entry (never a stale binary); ``{version}`` in ldflags is the pin."""
+    module = tmp_path / "pinned"
+    module.mkdir()
+    go_mod = "module x\n\ngo 1.26.0\n\ntool example.com/t/cmd/t\n\nrequire (\n\texample.com/t v1.2.3\n)\n"
+    (module / "go.mod").write_text(go_mod)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pinned = gotools.Pinned(
+        name="t",
+        module_dir=module,
+        requirement="example.com/t",
+        package="example.com/t/cmd/t",
+        purpose="this test builds t",
+        ldflags="-s -w -X example.com/t/version.v={version}",
+    )
+    assert pinned.version() == "v1.2.3"
+    assert pinned.cached_path() == tmp_path / "cache" / "kube-agent-guard" / "tools" / "t-v1.2.3"
+    assert pinned.tool() == gotools.Tool(
+        name="t v1.2.3",
+        module_dir=module,
+        package="example.com/t/cmd/t",
+        target=pinned.cached_path(),
+        purpose="this test builds t",
+        ldflags="-s -w -X example.com/t/version.v=v1.2.3",
+    )
+    (module / "go.mod").write_text(go_mod.replace("v1.2.3", "v1.2.4"))
+    assert pinned.cached_path().name == "t-v1.2.4"
+    pinned.cached_path().parent.mkdir(parents=True)
+    pinned.cached_path().write_text("#!/bin/sh\n")
+    pinned.cached_path().chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Go: the cached binary is found, not rebuilt
+    assert pinned.ensure() == pinned.cached_path()
