@@ -142,16 +142,20 @@ def _build(go: str, tool: Tool, progress: Progress) -> None:
 
 @dataclass(frozen=True)
 class Pinned:
-    """An upstream Go program pinned by a tiny module of ours (a ``go.mod`` with a ``tool`` directive):
-    its version is the one ``go.mod`` requires of ``requirement``, and it is cached once per version as
+    """An upstream Go program pinned by a tiny module of ours (a ``go.mod`` with a ``tool`` directive,
+    in a folder named after the program: ``helm/go.mod`` pins helm): its version is the one ``go.mod``
+    requires of ``requirement``, and it is cached once per version as
     ``<cache_root>/tools/<name>-<version>``, so a new pin builds anew and an old one is still found."""
 
-    name: str  # the binary's name, in messages and in the cache file name
-    module_dir: Path  # the Go module that pins it
+    module_dir: Path  # the Go module that pins it; its folder name is the program's name
     requirement: str  # the module whose pinned version names the cache entry
     package: str  # the main package to build
     purpose: str  # who needs it, for the "install Go" message
     ldflags: str = "-s -w"  # ``{version}`` is replaced by the pinned version
+
+    @property
+    def name(self) -> str:
+        return self.module_dir.name
 
     def version(self) -> str:
         return module_version(self.module_dir, self.requirement)

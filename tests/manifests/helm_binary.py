@@ -25,8 +25,7 @@ PACKAGE = f"{REQUIREMENT}/cmd/helm"
 BuildError = gotools.BuildError
 GoMissing = gotools.GoMissing
 
-HELM = gotools.Pinned(
-    name="helm",
+PINNED = gotools.Pinned(
     module_dir=MODULE,
     requirement=REQUIREMENT,
     package=PACKAGE,
@@ -35,7 +34,7 @@ HELM = gotools.Pinned(
     ldflags=f"-s -w -X {REQUIREMENT}/internal/version.version={{version}}"
     f" -X {REQUIREMENT}/internal/version.metadata=",
 )
-version, cached_path, tool, ensure = HELM.version, HELM.cached_path, HELM.tool, HELM.ensure
+version, cached_path, tool, ensure = PINNED.version, PINNED.cached_path, PINNED.tool, PINNED.ensure
 
 
 def environment(home: Path, kubeconfig: Path | None = None) -> dict[str, str]:

@@ -22,19 +22,13 @@ PACKAGE = "sigs.k8s.io/kustomize/kustomize/v5"
 BuildError = gotools.BuildError
 GoMissing = gotools.GoMissing
 
-KUSTOMIZE = gotools.Pinned(
-    name="kustomize",
+PINNED = gotools.Pinned(
     module_dir=MODULE,
     requirement=PACKAGE,
     package=PACKAGE,
     purpose="the manifest tests build kustomize from the Go module proxy",
 )
-version, cached_path, tool, ensure = (
-    KUSTOMIZE.version,
-    KUSTOMIZE.cached_path,
-    KUSTOMIZE.tool,
-    KUSTOMIZE.ensure,
-)
+version, cached_path, tool, ensure = PINNED.version, PINNED.cached_path, PINNED.tool, PINNED.ensure
 
 
 def build(kustomize: Path, directory: Path) -> str:

@@ -113,13 +113,12 @@ def test_a_pinned_tool_is_cached_per_pinned_version_with_the_version_stamped(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A new pin is a new cache entry (never a stale binary); ``{version}`` in ldflags is the pin."""
-    module = tmp_path / "pinned"
+    module = tmp_path / "t"  # the folder names the program
     module.mkdir()
     go_mod = "module x\n\ngo 1.26.0\n\ntool example.com/t/cmd/t\n\nrequire (\n\texample.com/t v1.2.3\n)\n"
     (module / "go.mod").write_text(go_mod)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     pinned = gotools.Pinned(
-        name="t",
         module_dir=module,
         requirement="example.com/t",
         package="example.com/t/cmd/t",
