@@ -102,7 +102,8 @@ class InClusterStack(stack.Stack):
         return self.guard_logs()
 
     def reinstall_webhook(self) -> None:
-        """The deployed configuration as it was found (a scenario deleted it), then wait for denials."""
+        """The deployed configuration as it was found (a scenario deleted or changed it), then wait
+        for denials."""
         body = {key: value for key, value in self.registration.items() if key != "status"}
         body["metadata"] = {
             key: value
@@ -110,8 +111,12 @@ class InClusterStack(stack.Stack):
             if key in ("name", "labels", "annotations")
         }
         path = f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}"
-        if self.admin.request(kube.Request("GET", path)).status == 404:
+        existing = self.admin.request(kube.Request("GET", path))
+        if existing.status == 404:
             self.admin.ok(kube.Request("POST", stack.WEBHOOK_CONFIGURATIONS, body))
+        elif existing.body.get("webhooks") != body.get("webhooks"):
+            body["metadata"]["resourceVersion"] = existing.body["metadata"]["resourceVersion"]
+            self.admin.ok(kube.Request("PUT", path, body))
         self.wait_for(enforcing_answer, "get enforcing answers from the deployed guard again")
 
     # --- observing the apiserver ----------------------------------------------------------------
@@ -194,6 +199,13 @@ class InClusterStack(stack.Stack):
         )
 
     # --- the Deployment -----------------------------------------------------------------------
+
+    def client_ca_argument(self) -> str:
+        """The deployed guard's ``--client-ca`` (it serves reviews only to the apiserver's client
+        certificate: ``manifests/components/client-auth``), or "" when it has none."""
+        containers = self.deployment()["spec"]["template"]["spec"]["containers"]
+        args = next(c.get("args", []) for c in containers if c["name"] == CONTAINER)
+        return next((a.partition("=")[2] for a in args if a.startswith("--client-ca=")), "")
 
     def deployment(self) -> dict[str, Any]:
         return self.admin.ok(kube.Request("GET", self.deployment_path)).body

@@ -34,7 +34,14 @@ from tests.e2e import attacks, audit, kube, stack
 from tests.e2e.conftest import SceneFactory, require_guard
 from webhook import approvals, manifests
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.local_only(
+        reason="two guard processes of its own with --approvals and a policy allowing agents no "
+        "destructive request, the webhook pointed at each in turn, and the Approval CRD installed "
+        "while they run"
+    ),
+]
 
 COMPONENT = reviews.ROOT / "manifests" / "components" / "approvals"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"

@@ -80,8 +80,16 @@ def _secret(spot: Spot) -> None:
     _post(spot, f"/api/v1/namespaces/{spot.namespace}/secrets", body)
 
 
+# A node label no node has: the admin's Pod "target" is never scheduled, as on the suite's own control
+# plane (no scheduler, no kubelet). On kind a kubelet would try to pull its image and, when a row
+# deletes it, stop it gracefully first, which mcp-server-kubernetes's `kubectl delete` waits for past
+# the MCP call's timeout; an unscheduled pod is deleted at once everywhere.
+UNSCHEDULABLE = {"agent-guard.io/e2e-never-scheduled": "true"}
+
+
 def _pod(spot: Spot) -> None:
-    _post(spot, f"/api/v1/namespaces/{spot.namespace}/pods", attacks.pod("target"))
+    target = attacks.pod("target", nodeSelector=UNSCHEDULABLE)
+    _post(spot, f"/api/v1/namespaces/{spot.namespace}/pods", target)
 
 
 def _deployment(spot: Spot) -> None:
