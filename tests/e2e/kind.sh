@@ -64,17 +64,21 @@ trap cleanup EXIT
 # webhooks (admission: the AdmissionConfiguration apiserver-client writes; authorization: the
 # authorizer's kubeconfig), and the guard serves reviews only to it (components/client-auth, whose
 # client-ca.crt is copied from here).
+# A cluster kept from an earlier run (KEEP=1) has these directories mounted and reads its client
+# certificate from there on every connection: they are written only for a cluster about to be created.
 make manifests deploy-certs ARGS=
-rm -rf "$workdir/authz" "$workdir/audit"
 etc=/etc/kubernetes/agent-guard  # where the control-plane node sees "$workdir/authz"
-"$bin/agent-guard" apiserver-client --out "$workdir/authz" --apiserver-dir "$etc" \
-  --host agent-guard.agent-guard-system.svc
+if ! "$kind" get clusters 2>/dev/null | grep -qx "$cluster"; then
+  rm -rf "$workdir/authz" "$workdir/audit"
+  "$bin/agent-guard" apiserver-client --out "$workdir/authz" --apiserver-dir "$etc" \
+    --host agent-guard.agent-guard-system.svc
+  "$bin/agent-guard" manifests authz --rules rules --cert-dir manifests/components/tls-secret/certs \
+    --url https://10.96.0.250 --tls-server-name agent-guard.agent-guard-system.svc \
+    --client-cert "$etc/apiserver-client.crt" --client-key "$etc/apiserver-client.key" \
+    --kubeconfig-path "$etc/authz-kubeconfig.yaml" --out "$workdir/authz"
+fi
 mkdir -p manifests/components/client-auth/certs
 cp "$workdir/authz/client-ca.crt" manifests/components/client-auth/certs/client-ca.crt
-"$bin/agent-guard" manifests authz --rules rules --cert-dir manifests/components/tls-secret/certs \
-  --url https://10.96.0.250 --tls-server-name agent-guard.agent-guard-system.svc \
-  --client-cert "$etc/apiserver-client.crt" --client-key "$etc/apiserver-client.key" \
-  --kubeconfig-path "$etc/authz-kubeconfig.yaml" --out "$workdir/authz"
 
 # The node image: KIND_NODE_IMAGE (e.g. a kindest/node from a registry: the three nodes of
 # kind-config.yaml with kindnetd), else the one made here from Debian packages and the suite's own
