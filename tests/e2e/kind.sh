@@ -121,7 +121,9 @@ kind: Kustomization
 resources: [../../../manifests/overlays/kind]
 components: [../../../manifests/components/client-auth]
 EOF
-"$kubectl" apply --server-side -k "$overlay"  # = apply --server-side -k manifests/overlays/kind + client-auth
+# = apply --server-side -k manifests/overlays/kind + client-auth. --force-conflicts: on a cluster kept
+# with KEEP=1 a scenario may have re-created the webhook configuration (another field manager).
+"$kubectl" apply --server-side --force-conflicts -k "$overlay"
 "$kubectl" -n agent-guard-system rollout status deployment/agent-guard --timeout=180s
 say "guard installed ($(minutes "$t"))"
 
