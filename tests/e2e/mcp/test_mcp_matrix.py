@@ -104,7 +104,13 @@ class Runner:
                     namespace = f"mcp-{row.id}"[:50].rstrip("-") + f"-{suffix}"
                     kube.ensure_namespace(up.admin, namespace)
                     namespaces[row.id] = namespace
-                    spot = matrix.Spot(up.admin, namespace, suffix, up.target.audit_log)
+                    spot = matrix.Spot(
+                        up.admin,
+                        namespace,
+                        suffix,
+                        up.target.audit_log,
+                        controllers=up.target.guard_in_cluster,
+                    )
                     row.prepare(spot)
                     tool = row.calls[server.name]
                     if tool is None:
