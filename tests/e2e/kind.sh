@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make e2e-kind: the end-to-end suite against a kind cluster, in kubeconfig mode, both webhooks wired.
 #   a Docker engine (the caller's, or its own: tests/e2e/kind/engine.py) -> kind, kubectl from the Go
-#   module proxy (cached in ~/.cache/kube-agent-guard) -> certificates and the authorizer's files
-#   -> the cluster (tests/e2e/kind-config.yaml: kubeadm patches put the authorizer into kube-apiserver)
-#   -> the guard's image from the Dockerfile, loaded into the nodes -> manifests/overlays/kind
-#   -> `pytest -m e2e` with AGENT_GUARD_E2E_KUBECONFIG pointing at the cluster.
+#   module proxy (cached in ~/.cache/kube-agent-guard) -> certificates, the apiserver's client
+#   certificate and admission configuration, the authorizer's files -> the cluster
+#   (tests/e2e/kind-config.yaml: kubeadm patches put both into kube-apiserver) -> the guard's image
+#   from the Dockerfile, loaded into the nodes -> manifests/overlays/kind + components/client-auth
+#   -> `pytest -m "e2e and not local_only"` with AGENT_GUARD_E2E_KUBECONFIG pointing at the cluster.
 # Afterwards, also on failure, the cluster is deleted and an engine this script started is stopped;
 # KEEP=1 keeps both (then `KEEP=0 tests/e2e/kind.sh --co -q` or `make e2e-kind-down` cleans up).
 # KIND_CLUSTER names the cluster (default agent-guard-e2e); KIND_NODE_IMAGE picks a node image
