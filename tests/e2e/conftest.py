@@ -26,6 +26,7 @@ collect_ignore = [] if cluster.mode() == "node" else ["node"]
 BINARIES = pytest.StashKey[dict[str, Path]]()
 BUILD_PROBLEM = pytest.StashKey[str]()
 DIAGNOSTICS = pytest.StashKey[Callable[[], str]]()
+LOCAL_ONLY = pytest.StashKey[list[tuple[str, str]]]()  # deselected local_only scenarios: (id, reason)
 
 
 def in_ci() -> bool:
@@ -58,6 +59,31 @@ def require_authorizer(e2e: stack.Stack) -> None:
             "fixed when the cluster was created, and tests/e2e/kind-config.yaml does not pass "
             "--authorization-config); the authorizer scenarios run on the local control plane"
         )
+
+
+def local_only_reason(item: pytest.Item) -> str:
+    """Why a ``local_only`` scenario cannot run on an existing cluster (its marker's ``reason``)."""
+    marker = item.get_closest_marker("local_only")
+    return str(marker.kwargs.get("reason", "")) if marker is not None else ""
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Remember the e2e scenarios ``-m "e2e and not local_only"`` (make e2e-kind) left out, to list
+    them with their reasons: a deselection is visible, never silent."""
+    for item in items:
+        if item.get_closest_marker("e2e") and item.get_closest_marker("local_only"):
+            item.config.stash.setdefault(LOCAL_ONLY, []).append((item.nodeid, local_only_reason(item)))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    deselected = config.stash.get(LOCAL_ONLY, [])
+    if not deselected:
+        return
+    terminalreporter.section(
+        "deselected here: local_only (these run in make test, on the suite's own control plane)"
+    )
+    for nodeid, reason in deselected:
+        terminalreporter.write_line(f"{nodeid}: {reason}")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

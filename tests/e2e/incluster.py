@@ -15,7 +15,10 @@ restore it afterwards:
   logs (``guard_logs``);
 - blast radius (``admission_unreachable``): the registration's Service port pointed at a dead one
   until the apiserver cannot reach ``/validate`` (``failurePolicy: Fail`` then answers the agent with
-  HTTP 500) while ``/authorize`` still answers; ``scaled_down`` (the Deployment at 0) takes both down.
+  HTTP 500) while ``/authorize`` still answers; ``scaled_down`` (the Deployment at 0) takes both down;
+- other policy files, ``serve`` arguments or replica count for one scenario (``reconfigured``: the
+  delete budget with a small limit on one replica, approvals): the policy ConfigMap's data replaced
+  and the pods rolled out, everything put back as found afterwards.
 
 The cluster's apiserver flags were fixed when it was created; ``make e2e-kind`` wires the authorizer in
 (``kind-config.yaml``) and says so (``AGENT_GUARD_E2E_AUTHORIZER=1``). Without it ``authorizer`` stays
@@ -24,15 +27,14 @@ and the authorizer's own scenarios skip (``conftest.require_authorizer``).
 
 Every wait ends on an observation of the apiserver's behaviour (the agent's server-side dry-run
 owner patch of ``e2e-probe``, several times in a row, so that both replicas have answered), not on
-the Deployment's status alone. None of this has run here: there is no Docker engine on the machine
-it was written on (see CONTRIBUTING.md, the suite on an existing cluster).
+the Deployment's status alone. ``make e2e-kind`` runs all of it (docs/kind.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ ROLLOUT_TIMEOUT_SECONDS = 240.0
 PROBE_TIMEOUT_SECONDS = 120.0
 PROBES_IN_A_ROW = 6  # the Service balances across replicas; six answers in a row reach both
 FIELD_MANAGER = "agent-guard-e2e"
+RECONFIGURED = "agent-guard.io/e2e-reconfigured"  # a pod-template annotation: rolls out new pods
 UNREACHABLE_PORT = 1  # a Service port the guard's Service does not have: admission cannot reach it
 DENIED_BY_US = f'admission webhook "{manifests.WEBHOOK_NAME}" denied the request'
 
@@ -102,7 +105,8 @@ class InClusterStack(stack.Stack):
         return self.guard_logs()
 
     def reinstall_webhook(self) -> None:
-        """The deployed configuration as it was found (a scenario deleted it), then wait for denials."""
+        """The deployed configuration as it was found (a scenario deleted or changed it), then wait
+        for denials."""
         body = {key: value for key, value in self.registration.items() if key != "status"}
         body["metadata"] = {
             key: value
@@ -110,8 +114,12 @@ class InClusterStack(stack.Stack):
             if key in ("name", "labels", "annotations")
         }
         path = f"{stack.WEBHOOK_CONFIGURATIONS}/{manifests.CONFIGURATION_NAME}"
-        if self.admin.request(kube.Request("GET", path)).status == 404:
+        existing = self.admin.request(kube.Request("GET", path))
+        if existing.status == 404:
             self.admin.ok(kube.Request("POST", stack.WEBHOOK_CONFIGURATIONS, body))
+        elif existing.body.get("webhooks") != body.get("webhooks"):
+            body["metadata"]["resourceVersion"] = existing.body["metadata"]["resourceVersion"]
+            self.admin.ok(kube.Request("PUT", path, body))
         self.wait_for(enforcing_answer, "get enforcing answers from the deployed guard again")
 
     # --- observing the apiserver ----------------------------------------------------------------
@@ -194,6 +202,13 @@ class InClusterStack(stack.Stack):
         )
 
     # --- the Deployment -----------------------------------------------------------------------
+
+    def client_ca_argument(self) -> str:
+        """The deployed guard's ``--client-ca`` (it serves reviews only to the apiserver's client
+        certificate: ``manifests/components/client-auth``), or "" when it has none."""
+        containers = self.deployment()["spec"]["template"]["spec"]["containers"]
+        args = next(c.get("args", []) for c in containers if c["name"] == CONTAINER)
+        return next((a.partition("=")[2] for a in args if a.startswith("--client-ca=")), "")
 
     def deployment(self) -> dict[str, Any]:
         return self.admin.ok(kube.Request("GET", self.deployment_path)).body
@@ -310,6 +325,59 @@ class InClusterStack(stack.Stack):
             self.events.append(f"webhook service port {UNREACHABLE_PORT} -> {ports} (restored)")
             patch(ports)
             self.enforcing()
+
+    @contextlib.contextmanager
+    def reconfigured(
+        self,
+        policy_files: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        replicas: int | None = None,
+    ) -> Iterator[None]:
+        """The deployed guard rolled out with other policy files (the data of its policy ConfigMap),
+        more ``serve`` arguments and/or another replica count, for one scenario (the budget with a
+        small limit, approvals); everything restored on exit, the guard enforcing the shipped policy.
+
+        A changed ConfigMap would reach the running pods only when the kubelet syncs the volume (up to
+        a minute); a rollout (an annotation on the pod template) starts pods that read it at once.
+        """
+        namespace = self.policy.guard_namespace
+        configmap = f"/api/v1/namespaces/{namespace}/configmaps/{manifests.POLICY_CONFIGMAP}"
+        original_files = dict(self.admin.ok(kube.Request("GET", configmap)).body.get("data") or {})
+        found = self.deployment()
+        containers = found["spec"]["template"]["spec"]["containers"]
+        index = next(i for i, c in enumerate(containers) if c["name"] == CONTAINER)
+        original_args = list(containers[index].get("args", []))
+        original_replicas = int(found["spec"].get("replicas", 1))
+
+        def configure(files: Mapping[str, str], args: Sequence[str], count: int, stamp: str | None) -> None:
+            data = [{"op": "replace", "path": "/data", "value": dict(files)}]
+            self.admin.ok(kube.Request("PATCH", configmap, data, content_type="application/json-patch+json"))
+            self._patch_args(index, args)
+            template = {"spec": {"template": {"metadata": {"annotations": {RECONFIGURED: stamp}}}}}
+            self.admin.ok(
+                kube.Request(
+                    "PATCH",
+                    self.deployment_path,
+                    template,
+                    (("fieldManager", FIELD_MANAGER),),
+                    content_type="application/merge-patch+json",
+                )
+            )
+            self._scale(count)
+            self.wait_for_rollout(count)
+            self.wait_for(enforcing_answer, "get answers from the rolled-out guard")
+
+        count = original_replicas if replicas is None else replicas
+        args = [*original_args, *extra_args]
+        self.events.append(
+            f"reconfigured: files {sorted(policy_files or original_files)}, args {args}, {count}"
+        )
+        try:
+            configure(policy_files or original_files, args, count, str(time.time()))
+            yield
+        finally:
+            self.events.append("reconfigured back as found")
+            configure(original_files, original_args, original_replicas, None)
 
     def _scale(self, replicas: int) -> None:
         self.admin.ok(

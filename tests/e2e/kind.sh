@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make e2e-kind: the end-to-end suite against a kind cluster, in kubeconfig mode, both webhooks wired.
 #   a Docker engine (the caller's, or its own: tests/e2e/kind/engine.py) -> kind, kubectl from the Go
-#   module proxy (cached in ~/.cache/kube-agent-guard) -> certificates and the authorizer's files
-#   -> the cluster (tests/e2e/kind-config.yaml: kubeadm patches put the authorizer into kube-apiserver)
-#   -> the guard's image from the Dockerfile, loaded into the nodes -> manifests/overlays/kind
-#   -> `pytest -m e2e` with AGENT_GUARD_E2E_KUBECONFIG pointing at the cluster.
+#   module proxy (cached in ~/.cache/kube-agent-guard) -> certificates, the apiserver's client
+#   certificate and admission configuration, the authorizer's files -> the cluster
+#   (tests/e2e/kind-config.yaml: kubeadm patches put both into kube-apiserver) -> the guard's image
+#   from the Dockerfile, loaded into the nodes -> manifests/overlays/kind + components/client-auth
+#   -> `pytest -m "e2e and not local_only"` with AGENT_GUARD_E2E_KUBECONFIG pointing at the cluster.
 # Afterwards, also on failure, the cluster is deleted and an engine this script started is stopped;
 # KEEP=1 keeps both (then `KEEP=0 tests/e2e/kind.sh --co -q` or `make e2e-kind-down` cleans up).
 # KIND_CLUSTER names the cluster (default agent-guard-e2e); KIND_NODE_IMAGE picks a node image
@@ -60,12 +61,25 @@ trap cleanup EXIT
 
 # The guard's certificates, and the authorizer's files for the kind control plane: the apiserver
 # dials the guard's Service on its fixed ClusterIP (components/fixed-cluster-ip) and checks the
-# Service's name in the certificate.
+# Service's name in the certificate. The apiserver presents a client certificate of its own to both
+# webhooks (admission: the AdmissionConfiguration apiserver-client writes; authorization: the
+# authorizer's kubeconfig), and the guard serves reviews only to it (components/client-auth, whose
+# client-ca.crt is copied from here).
+# A cluster kept from an earlier run (KEEP=1) has these directories mounted and reads its client
+# certificate from there on every connection: they are written only for a cluster about to be created.
 make manifests deploy-certs ARGS=
-rm -rf "$workdir/authz" "$workdir/audit"
-"$bin/agent-guard" manifests authz --rules rules --cert-dir manifests/components/tls-secret/certs \
-  --url https://10.96.0.250 --tls-server-name agent-guard.agent-guard-system.svc \
-  --kubeconfig-path /etc/kubernetes/agent-guard/authz-kubeconfig.yaml --out "$workdir/authz"
+etc=/etc/kubernetes/agent-guard  # where the control-plane node sees "$workdir/authz"
+if ! "$kind" get clusters 2>/dev/null | grep -qx "$cluster"; then
+  rm -rf "$workdir/authz" "$workdir/audit"
+  "$bin/agent-guard" apiserver-client --out "$workdir/authz" --apiserver-dir "$etc" \
+    --host agent-guard.agent-guard-system.svc
+  "$bin/agent-guard" manifests authz --rules rules --cert-dir manifests/components/tls-secret/certs \
+    --url https://10.96.0.250 --tls-server-name agent-guard.agent-guard-system.svc \
+    --client-cert "$etc/apiserver-client.crt" --client-key "$etc/apiserver-client.key" \
+    --kubeconfig-path "$etc/authz-kubeconfig.yaml" --out "$workdir/authz"
+fi
+mkdir -p manifests/components/client-auth/certs
+cp "$workdir/authz/client-ca.crt" manifests/components/client-auth/certs/client-ca.crt
 
 # The node image: KIND_NODE_IMAGE (e.g. a kindest/node from a registry: the three nodes of
 # kind-config.yaml with kindnetd), else the one made here from Debian packages and the suite's own
@@ -97,14 +111,30 @@ loaded="$("$docker" load --input "$archive" | sed -n 's/^Loaded image: //p' | he
 "$kind" load docker-image "$image" --name "$cluster"
 say "image $image loaded ($(minutes "$t"))"
 
+# manifests/overlays/kind, with components/client-auth on top (the apiserver presents its client
+# certificate to both webhooks, wired above; the guard then serves reviews to nothing else).
 t=$(stamp)
-"$kubectl" apply --server-side -k manifests/overlays/kind
+overlay="$workdir/overlay"
+mkdir -p "$overlay"
+cat > "$overlay/kustomization.yaml" <<'EOF'
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../../../manifests/overlays/kind]
+components: [../../../manifests/components/client-auth]
+EOF
+# = apply --server-side -k manifests/overlays/kind + client-auth. --force-conflicts: on a cluster kept
+# with KEEP=1 a scenario may have re-created the webhook configuration (another field manager).
+"$kubectl" apply --server-side --force-conflicts -k "$overlay"
 "$kubectl" -n agent-guard-system rollout status deployment/agent-guard --timeout=180s
 say "guard installed ($(minutes "$t"))"
 
 # The suite registers nothing itself when given a cluster: the guard above is what it exercises,
 # as admission webhook and (through the control plane's --authorization-config) as authorizer.
+# Scenarios marked local_only need the suite's own control plane or guard processes of their own
+# (each says why); they run in make test, and are deselected here, by name: the suite's summary
+# lists them with their reasons ("deselected here: local_only").
 t=$(stamp)
+say "deselecting the local_only scenarios (they run in make test; listed with their reasons at the end)"
 AGENT_GUARD_E2E_AUTHORIZER=1 AGENT_GUARD_E2E_AUDIT_LOG="$workdir/audit/audit.log" \
-  AGENT_GUARD_E2E_KUBECONFIG="$kubeconfig" "$bin/pytest" -m e2e "$@"
+  AGENT_GUARD_E2E_KUBECONFIG="$kubeconfig" "$bin/pytest" -m "e2e and not local_only" "$@"
 say "suite done ($(minutes "$t"))"

@@ -304,6 +304,10 @@ def test_the_view_follows_a_removed_binding(enforcing: stack.Stack, new_scene: S
     assert reply.status == 201, f"default holds nothing any more: {reply}"
 
 
+@pytest.mark.local_only(
+    reason="a second guard process whose account may not read RBAC, registered instead of the "
+    "deployed one: no replica of a Deployment can be made blind while the others serve"
+)
 def test_until_its_first_read_the_guard_refuses_what_needs_it(
     enforcing: stack.Stack, new_scene: SceneFactory
 ) -> None:
@@ -346,6 +350,9 @@ def test_until_its_first_read_the_guard_refuses_what_needs_it(
         assert admin.status == 201, f"nobody but agents is affected: {admin}"
 
 
+@pytest.mark.local_only(
+    reason="a guard process of its own with --workers 2, whose log and /readyz are read per worker"
+)
 def test_every_worker_keeps_its_own_view(enforcing: stack.Stack, new_scene: SceneFactory) -> None:
     """``--workers 2``: the watch threads start in each forked worker (threads do not survive a fork),
     so whichever worker answers, an armed ``default`` is refused and a harmless one allowed."""

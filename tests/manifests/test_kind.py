@@ -29,7 +29,7 @@ def test_script_builds_the_image_the_kind_overlay_runs() -> None:
     [image] = overlay["images"]
     assert (image["name"], image["newTag"]) == (name, tag)
     assert "apply --server-side -k manifests/overlays/kind" in script
-    assert "AGENT_GUARD_E2E_KUBECONFIG=" in script and 'pytest" -m e2e' in script
+    assert "AGENT_GUARD_E2E_KUBECONFIG=" in script and 'pytest" -m "e2e and not local_only"' in script
 
 
 def test_script_is_valid_bash() -> None:

@@ -33,6 +33,7 @@ WEBHOOK = manifests.CONFIGURATION_NAME
 VWC_PATH = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{WEBHOOK}"
 PSA_LABEL = "pod-security.kubernetes.io/enforce"
 AUDIT_WAIT_SECONDS = 5.0
+SETTLE_SECONDS = 30.0
 
 ATTACK, BENIGN = "attack", "benign"
 # Outcomes of one cell.
@@ -52,6 +53,7 @@ class Spot:
     suffix: str
     audit_log: Path
     webhook_version: str = ""  # the guard's ValidatingWebhookConfiguration resourceVersion before the call
+    controllers: bool = False  # controllers write what the admin prepares (kind): let it settle first
 
 
 Tool = tuple[str, Callable[[Spot], dict[str, Any]]]  # the tool's name, and its arguments for a spot
@@ -80,12 +82,42 @@ def _secret(spot: Spot) -> None:
     _post(spot, f"/api/v1/namespaces/{spot.namespace}/secrets", body)
 
 
+# A node label no node has: the admin's Pod "target" and Deployment "web" are never scheduled, as on
+# the suite's own control plane (no scheduler, no kubelet). On kind a kubelet would try to pull their
+# image and, when a row deletes the pod, stop it gracefully first, which mcp-server-kubernetes's
+# `kubectl delete` waits for past the MCP call's timeout; an unscheduled pod is deleted at once.
+UNSCHEDULABLE = {"agent-guard.io/e2e-never-scheduled": "true"}
+
+
 def _pod(spot: Spot) -> None:
-    _post(spot, f"/api/v1/namespaces/{spot.namespace}/pods", attacks.pod("target"))
+    target = attacks.pod("target", nodeSelector=UNSCHEDULABLE)
+    _post(spot, f"/api/v1/namespaces/{spot.namespace}/pods", target)
 
 
 def _deployment(spot: Spot) -> None:
-    _post(spot, f"/apis/apps/v1/namespaces/{spot.namespace}/deployments", attacks.deployment("web"))
+    web = attacks.deployment("web", nodeSelector=UNSCHEDULABLE)
+    _post(spot, f"/apis/apps/v1/namespaces/{spot.namespace}/deployments", web)
+    if spot.controllers:
+        _settled(spot, f"/apis/apps/v1/namespaces/{spot.namespace}/deployments/web")
+
+
+def _settled(spot: Spot, path: str) -> None:
+    """Until the deployment controller has written the status of the current spec and then left the
+    object alone for a second: a tool that reads it and writes it back (kubernetes-mcp-server's
+    ``resources_scale``) would otherwise get the apiserver's 409 conflict, a race with the controller
+    rather than anything the guard did. (On the suite's own control plane nothing writes it.)"""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    version, since = "", time.monotonic()
+    while time.monotonic() < deadline:
+        found = spot.admin.ok(kube.Request("GET", path)).body
+        current = found["metadata"]["resourceVersion"]
+        observed = found.get("status", {}).get("observedGeneration", 0) >= found["metadata"]["generation"]
+        if current != version or not observed:
+            version, since = current, time.monotonic()
+        elif time.monotonic() - since >= 1.0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not settle within {SETTLE_SECONDS:.0f}s (resourceVersion {version})")
 
 
 def _event(spot: Spot) -> None:

@@ -9,6 +9,11 @@ it succeeded.
 
 One server process serves all rows of its cell (as it would serve one conversation); the cell runs once,
 when its first row is asked for, and the rows then report one by one.
+
+On kind (``make e2e-kind``) the same matrix runs against the deployed guard: the agent's kubeconfig
+names the kind apiserver and a token of the agent's ServiceAccount there, the reads are checked in the
+audit log the kind apiserver writes for the suite, the dry-run measurement switches the Deployment to
+``--mode=dry-run`` and reads the decision lines from its pods' logs.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import kube, stack
+from tests.e2e import incluster, kube, stack
+from tests.e2e.conftest import unavailable
 from tests.e2e.mcp import matrix, servers
 from tests.e2e.mcp.conftest import OUTCOMES
 
@@ -98,7 +104,13 @@ class Runner:
                     namespace = f"mcp-{row.id}"[:50].rstrip("-") + f"-{suffix}"
                     kube.ensure_namespace(up.admin, namespace)
                     namespaces[row.id] = namespace
-                    spot = matrix.Spot(up.admin, namespace, suffix, up.target.audit_log)
+                    spot = matrix.Spot(
+                        up.admin,
+                        namespace,
+                        suffix,
+                        up.target.audit_log,
+                        controllers=up.target.guard_in_cluster,
+                    )
                     row.prepare(spot)
                     tool = row.calls[server.name]
                     if tool is None:
@@ -118,7 +130,7 @@ class Runner:
         """Put the guard's registration back if an attack changed it, so later scenarios are unaffected."""
         tampered = ("delete-guard-webhook", "patch-guard-webhook")
         if any(cell.observations[row].happened for row in tampered if row in cell.observations):
-            self.up.webhook.reinstall(self.up.local_guard())
+            self.up.reinstall_webhook()
 
 
 def _record(observations: dict[str, Observation]) -> list[dict[str, object]]:
@@ -145,6 +157,11 @@ def runner(
     request: pytest.FixtureRequest,
 ) -> Runner:
     kubectl, root = mcp_tools
+    if e2e.target.audit_log is None:
+        unavailable(
+            "the MCP matrix checks the agent's reads in the apiserver's audit log, and this cluster's is "
+            "not readable here: set AGENT_GUARD_E2E_AUDIT_LOG (make e2e-kind does)"
+        )
     return Runner(e2e, kubectl, root, tmp_path_factory, request.config)
 
 
@@ -178,12 +195,26 @@ def test_flags_hide_what_the_matrix_says(server: str, flags: str, runner: Runner
     assert hidden == matrix.HIDDEN[(server, flags)], sorted(cell.tools)
 
 
+@pytest.fixture(scope="module")
+def dry_run_log(runner: Runner) -> Iterator[Callable[[], str]]:
+    """The guard in dry-run for the module's last scenarios: the local guard restarted with
+    ``--mode dry-run`` (the next module's fixture restarts it enforcing), or (kind) the deployed one
+    switched to ``--mode=dry-run`` and back at the end of the module; returns what reads its output."""
+    up = runner.up
+    if isinstance(up, incluster.InClusterStack):
+        with up.in_mode("dry-run"):
+            yield up.guard_logs
+        return
+    yield up.guard_mode("--mode", "dry-run").output
+
+
 @pytest.mark.parametrize("server", [server.name for server in servers.SERVERS])
-def test_dry_run_warnings_do_not_reach_the_model(server: str, runner: Runner) -> None:
+def test_dry_run_warnings_do_not_reach_the_model(
+    server: str, runner: Runner, dry_run_log: Callable[[], str]
+) -> None:
     """A measurement, kept so the docs cannot drift: with the guard in dry-run, a request it would deny
     is admitted with a ``Warning: [guard-id] would deny`` header, and neither server passes it on to the
     model (the decision log and the audit annotations are where dry-run findings go; docs/mcp.md)."""
-    guard = runner.up.guard_mode("--mode", "dry-run")
     row = next(row for row in matrix.ROWS if row.id == "privileged-pod")
     chosen = servers.server_named(server)
     cell = runner.run(chosen, chosen.flag_sets[0], [row])
@@ -192,7 +223,7 @@ def test_dry_run_warnings_do_not_reach_the_model(server: str, runner: Runner) ->
     namespace = next(iter(cell.namespaces.values()))
     would_deny = [
         d
-        for d in stack.decisions(guard.output)
+        for d in stack.decisions(dry_run_log)
         if d["decision"] == "would-deny" and d["namespace"] == namespace and row.guard in d["guards"]
     ]
     assert would_deny, f"the guard logged no would-deny for {namespace}"
