@@ -9,10 +9,11 @@ HTTP 4xx with a JSON ``{"error": ...}``; a policy violation is HTTP 200 with ``a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import fastapi
@@ -115,7 +116,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 P = TypeVar("P")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Endpoint(Generic[P]):
     """One review endpoint: how to parse its envelope, judge it, log it and answer it.
 
@@ -131,6 +132,7 @@ class Endpoint(Generic[P]):
     entry: Callable[[P, engine.Verdict, str], dict[str, Any]]
     respond: Callable[[P, engine.Verdict], dict[str, Any]]
     who: Callable[[P], str]  # identifies the request in the error log
+    without_objects: Callable[[P], P]  # the request minus what its decision line never reads
 
 
 VALIDATE = Endpoint[attributes.AdmissionRequest](
@@ -141,6 +143,7 @@ VALIDATE = Endpoint[attributes.AdmissionRequest](
     entry=decisionlog.admission_entry,
     respond=lambda request, verdict: review.admission_response(request.uid, verdict),
     who=lambda request: f"uid={request.uid}",
+    without_objects=lambda request: dataclasses.replace(request, object=None, old_object=None, options=None),
 )
 AUTHORIZE = Endpoint[review.AccessReview](
     name="authorize",
@@ -150,6 +153,7 @@ AUTHORIZE = Endpoint[review.AccessReview](
     entry=lambda access, verdict, mode: decisionlog.access_entry(access.request, verdict, mode),
     respond=lambda access, verdict: review.access_response(access.api_version, verdict),
     who=lambda access: f"user={access.request.user.username}",
+    without_objects=lambda access: access,
 )
 ENDPOINTS: dict[str, Endpoint[Any]] = {"/validate": VALIDATE, "/authorize": AUTHORIZE}
 
@@ -250,20 +254,37 @@ class GuardApp:
             headers.append((b"allow", b"POST"))
         if closing:
             headers.append((b"connection", b"close"))
+        # The apiserver waits for the answer, not for the bookkeeping: behind webhook.onewrite the
+        # metrics and the decision line are recorded right after the answer is written. On a node
+        # that was idle between reviews every microsecond of work costs several (cold caches), so
+        # this is measured at the apiserver (BENCHMARKS.md).
+        after_flush = scope.get("extensions", {}).get(onewrite.SCOPE_KEY)
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
-            # The apiserver waits for the answer, not for the bookkeeping: the answer is written now
-            # (webhook.onewrite would write it after this step), then the metrics and the decision
-            # line are recorded. On a node that was idle between reviews every microsecond of work
-            # costs several (cold caches), so this is measured at the apiserver (BENCHMARKS.md).
-            flush = scope.get("extensions", {}).get(onewrite.SCOPE_KEY)
-            if flush is not None:
-                flush()
         finally:
+            done = functools.partial(self._after_answer, endpoint, status, elapsed, record)
+            if after_flush is None:
+                done()
+            else:
+                after_flush(done)
+
+    def _after_answer(
+        self, endpoint: Endpoint[Any], status: int, elapsed: float, record: Callable[[], None] | None
+    ) -> None:
+        """The metrics and the decision line of an answered review. The decision stands once
+        answered: a failure to record it is logged, never raised."""
+        try:
             self.state.metrics.response(endpoint.name, status, elapsed)
             if record is not None:
-                self._record(endpoint, record)
+                record()
+        except Exception as exc:
+            log.error(
+                "unexpected %s while recording a /%s decision",
+                type(exc).__name__,
+                endpoint.name,
+                exc_info=exc,
+            )
 
     def _review(self, endpoint: Endpoint[Any], body: bytes) -> tuple[int, bytes, Callable[[], None] | None]:
         """Judge one review: the answer's status and bytes, and what records the decision."""
@@ -290,24 +311,16 @@ class GuardApp:
             log.exception("engine failed on /%s %s", endpoint.name, endpoint.who(parsed))
             verdict = engine.fail_closed(f"the guard failed ({type(exc).__name__})")
 
+        # What the decision line needs, without the objects under review: kept alive until after
+        # the answer, a large object's parsed graph cost the collector enough to lose a quarter of
+        # /validate's throughput.
+        judged = endpoint.without_objects(parsed)
+
         def record() -> None:
             state.metrics.review(endpoint.name, verdict, mode)
-            self.on_decision(endpoint.entry(parsed, verdict, mode))
+            self.on_decision(endpoint.entry(judged, verdict, mode))
 
         return 200, orjson.dumps(endpoint.respond(parsed, verdict)), record
-
-    @staticmethod
-    def _record(endpoint: Endpoint[Any], record: Callable[[], None]) -> None:
-        """The decision stands once answered: a failure to record it is logged, never raised."""
-        try:
-            record()
-        except Exception as exc:
-            log.error(
-                "unexpected %s while recording a /%s decision",
-                type(exc).__name__,
-                endpoint.name,
-                exc_info=exc,
-            )
 
     @staticmethod
     def _closing(send: Send) -> Send:

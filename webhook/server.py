@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -309,12 +308,6 @@ def build(settings: Settings) -> Server:
 
 def serve(settings: Settings) -> int:
     server = build(settings)
-    # What exists now (modules, the policy, the app) lives as long as the process. Frozen, it is out
-    # of the cyclic collector's view: a full collection no longer walks it while a review waits
-    # (about 8 ms per full collection measured in process, BENCHMARKS.md), and forked workers
-    # share its pages instead of copying them when the collector would have touched them.
-    gc.collect()
-    gc.freeze()
     if settings.workers == 1:
         server.run()
         return 0

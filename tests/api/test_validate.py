@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fastapi.testclient
@@ -176,11 +176,13 @@ def test_health_and_readiness(client: fastapi.testclient.TestClient) -> None:
     assert wrong_method.json()["error"] == "use POST with a JSON AdmissionReview body"
 
 
-def test_the_answer_is_written_before_the_decision_is_recorded(shipped_engine: engine.Engine) -> None:
-    """The apiserver waits on the answer only: behind webhook.onewrite the app writes it (the
-    connection's flush in its scope) and only then records the metrics and the decision line."""
+def test_the_decision_is_recorded_after_the_answer_is_written(shipped_engine: engine.Engine) -> None:
+    """The apiserver waits on the answer only: behind webhook.onewrite the app hands its bookkeeping
+    to the connection's after-flush hook, so the metrics and the decision line come after the write."""
     events: list[str] = []
-    guard = app.create_app(app.State(shipped_engine), on_decision=lambda entry: events.append("decision"))
+    pending: list[Callable[[], None]] = []
+    state = app.State(shipped_engine)
+    guard = app.create_app(state, on_decision=lambda entry: events.append(f"decision {entry['decision']}"))
     body = reviews.body(reviews.namespace_delete())
     messages = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -195,7 +197,11 @@ def test_the_answer_is_written_before_the_decision_is_recorded(shipped_engine: e
         "method": "POST",
         "path": "/validate",
         "headers": [(b"content-length", b"%d" % len(body))],
-        "extensions": {onewrite.SCOPE_KEY: lambda: events.append("flushed")},
+        "extensions": {onewrite.SCOPE_KEY: pending.append},
     }
     asyncio.run(guard(scope, receive, send))
-    assert events == ["http.response.start", "http.response.body", "flushed", "decision"]
+    assert events == ["http.response.start", "http.response.body"] and len(pending) == 1
+    assert "agent_guard_reviews_total{" not in state.metrics.exposition().decode()
+    pending[0]()  # what webhook.onewrite runs once the answer is written
+    assert events[-1] == "decision deny"
+    assert "agent_guard_reviews_total{" in state.metrics.exposition().decode()

@@ -55,3 +55,19 @@ def test_close_flushes_what_is_pending_and_other_calls_reach_the_transport() -> 
 
     real = asyncio.run(scenario())
     assert real.written == [b"answer with Connection: close"] and real.closed
+
+
+def test_after_flush_runs_once_the_answer_is_written_in_the_same_step() -> None:
+    async def scenario() -> list[str]:
+        real = Recording()
+        proxy = onewrite.Coalescing(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        seen: list[str] = []
+        proxy.write(b"answer")
+        proxy.after_flush(lambda: seen.append(f"recorded after {real.written}"))
+        assert seen == []  # not before the answer has left
+        await asyncio.sleep(0)
+        proxy.after_flush(lambda: seen.append("nothing pending: soon"))
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(scenario()) == ["recorded after [b'answer']", "nothing pending: soon"]
