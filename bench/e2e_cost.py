@@ -178,7 +178,7 @@ def webhook_calls(admin: kube.Client) -> dict[str, dict[str, float]]:
 
 def guard_review_time(guard: serving.Guard) -> dict[str, float]:
     """The guard's own histogram of its reviews (``agent_guard_review_duration_seconds``: body read,
-    parse, judge, decision line, answer built), so the hop (TLS, HTTP, the apiserver's client) and
+    parse, judge, answer built; the decision line comes after the answer), so the hop (TLS, HTTP, the apiserver's client) and
     the guard's work can be told apart in what the apiserver measures."""
     with urllib.request.urlopen(f"{guard.url}/metrics", context=guard.context(), timeout=10) as answer:
         text = answer.read().decode()
@@ -351,7 +351,7 @@ def run(requests: int, seed: int = 19) -> dict[str, Any]:
                 results["guard_review_time"] = own = guard_review_time(e2e.local_guard())
                 print(
                     f"[apiserver] inside the guard: {own['calls']:.0f} reviews, mean {own['mean_ms']:.3f} ms "
-                    "(its own histogram: body read to answer built)",
+                    "(its own histogram: request head read to answer built)",
                     flush=True,
                 )
             finally:
