@@ -178,8 +178,8 @@ def webhook_calls(admin: kube.Client) -> dict[str, dict[str, float]]:
 
 def guard_review_time(guard: serving.Guard) -> dict[str, float]:
     """The guard's own histogram of its reviews (``agent_guard_review_duration_seconds``: body read,
-    parse, judge, answer built; the decision line comes after the answer), so the hop (TLS, HTTP, the apiserver's client) and
-    the guard's work can be told apart in what the apiserver measures."""
+    parse, judge, answer built; the decision line comes after the answer), so the hop (TLS, HTTP,
+    the apiserver's client) and the guard's work can be told apart in what the apiserver measures."""
     with urllib.request.urlopen(f"{guard.url}/metrics", context=guard.context(), timeout=10) as answer:
         text = answer.read().decode()
     found: dict[str, float] = {}
