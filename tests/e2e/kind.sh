@@ -7,7 +7,7 @@
 #   from the Dockerfile, loaded into the nodes -> manifests/overlays/kind + components/client-auth
 #   -> `pytest -m "e2e and not local_only"` with AGENT_GUARD_E2E_KUBECONFIG pointing at the cluster.
 # Afterwards, also on failure, the cluster is deleted and an engine this script started is stopped;
-# KEEP=1 keeps both (then `KEEP=0 tests/e2e/kind.sh --co -q` or `make e2e-kind-down` cleans up).
+# KEEP=1 keeps both (then `KEEP=0 tests/e2e/kind.sh --co -q` cleans up).
 # KIND_CLUSTER names the cluster (default agent-guard-e2e); KIND_NODE_IMAGE picks a node image
 # (default: one made here, offline, tests/e2e/kind/nodeimage.py; see docs/kind.md).
 set -euo pipefail
