@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import parser
+
 from tests import reviews, serving
 from tests.e2e import cluster, kube, stack
 from tests.e2e.controlplane import binaries
@@ -55,6 +57,7 @@ POLICY_NAME = "bench-agent-namespace-delete"
 FLOOR_CONFIGURATION = "bench-floor"
 FLOOR_WEBHOOK = "floor.bench.agent-guard.io"
 WEBHOOK_METRIC = "apiserver_admission_webhook_admission_duration_seconds"
+GUARD_METRIC = "agent_guard_review_duration_seconds"
 VAP_API = "/apis/admissionregistration.k8s.io/v1"
 SETTLE_TIMEOUT_SECONDS = 30.0
 AUTHORIZATION = """\
@@ -157,23 +160,30 @@ def scoped(configuration: dict[str, Any], condition: str, name: str) -> dict[str
     return configuration
 
 
+def histogram_means(text: str, metric: str, by: str) -> dict[str, dict[str, float]]:
+    """Calls and mean milliseconds of the histogram ``metric`` in Prometheus text, per value of its
+    label ``by`` (its other labels summed)."""
+    totals: dict[str, dict[str, float]] = {}
+    for family in parser.text_string_to_metric_families(text):
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            part = sample.name.removeprefix(metric)
+            if part in ("_sum", "_count"):
+                entry = totals.setdefault(sample.labels.get(by, ""), {"_sum": 0.0, "_count": 0.0})
+                entry[part] += sample.value
+    return {
+        key: {"calls": item["_count"], "mean_ms": 1000 * item["_sum"] / item["_count"]}
+        for key, item in totals.items()
+        if item["_count"]
+    }
+
+
 def webhook_calls(admin: kube.Client) -> dict[str, dict[str, float]]:
     """The apiserver's own view of each webhook call (``apiserver_admission_webhook_admission_duration_
     seconds``): calls and mean duration per webhook, from its client's send to the decoded answer."""
     text = admin.request(kube.Request("GET", "/metrics", accept="text/plain")).text
-    totals: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        if not line.startswith(WEBHOOK_METRIC) or "_bucket{" in line:
-            continue
-        series, _, value = line.rpartition(" ")
-        name = series.split('name="', 1)[1].split('"', 1)[0] if 'name="' in series else ""
-        part = "sum" if series.startswith(f"{WEBHOOK_METRIC}_sum") else "count"
-        totals.setdefault(name, {"sum": 0.0, "count": 0.0})[part] += float(value)
-    return {
-        name: {"calls": item["count"], "mean_ms": 1000 * item["sum"] / item["count"]}
-        for name, item in totals.items()
-        if item["count"]
-    }
+    return histogram_means(text, WEBHOOK_METRIC, "name")
 
 
 def guard_review_time(guard: serving.Guard) -> dict[str, float]:
@@ -182,13 +192,8 @@ def guard_review_time(guard: serving.Guard) -> dict[str, float]:
     the apiserver's client) and the guard's work can be told apart in what the apiserver measures."""
     with urllib.request.urlopen(f"{guard.url}/metrics", context=guard.context(), timeout=10) as answer:
         text = answer.read().decode()
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        for part in ("sum", "count"):
-            if line.startswith(f'agent_guard_review_duration_seconds_{part}{{endpoint="validate"}}'):
-                found[part] = float(line.rsplit(" ", 1)[1])
-    calls = found.get("count", 0.0)
-    return {"calls": calls, "mean_ms": 1000 * found.get("sum", 0.0) / calls if calls else 0.0}
+    means = histogram_means(text, GUARD_METRIC, "endpoint")
+    return means.get("validate", {"calls": 0.0, "mean_ms": 0.0})
 
 
 def put(admin: kube.Client, collection: str, obj: dict[str, Any]) -> None:
