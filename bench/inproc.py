@@ -56,14 +56,20 @@ def _asgi(guard_app: app.GuardApp, path: str, bodies: list[bytes], calls: int) -
     return asyncio.run(many())
 
 
-def run(calls: int = 20_000) -> dict[str, float]:
+def _judged() -> tuple[engine.Engine, list[bytes], list[Any], list[engine.Verdict]]:
+    """The shipped policy's engine, the admission mix, each review parsed and its verdict."""
     judge = engine.Engine(policy.load(reviews.RULES))
+    admissions = mix.admission_bodies()
+    parsed = [review.parse_admission(body) for body in admissions]
+    return judge, admissions, parsed, [judge.admit(request) for request in parsed]
+
+
+def run(calls: int = 20_000) -> dict[str, float]:
+    judge, admissions, parsed, verdicts = _judged()
     with Path("/dev/null").open("wb") as sink:
         writer = decisionlog.Writer(sink)
         guard_app = app.create_app(app.State(judge), on_decision=writer)
-        admissions, accesses = mix.admission_bodies(), mix.access_bodies()
-        parsed = [review.parse_admission(body) for body in admissions]
-        verdicts = [judge.admit(request) for request in parsed]
+        accesses = mix.access_bodies()
         positions = iter(range(10**9))
         measured = {
             "parse AdmissionReview": _per_call(review.parse_admission, admissions, calls),
@@ -94,10 +100,7 @@ def after_idle(calls: int = 200, gap: float = 0.010) -> dict[str, dict[str, floa
     work costs several times its back-to-back CPU time (BENCHMARKS.md). That multiplier, not the
     back-to-back cost, is what a review adds to an agent's request, so both are reported.
     """
-    judge = engine.Engine(policy.load(reviews.RULES))
-    admissions = mix.admission_bodies()
-    parsed = [review.parse_admission(body) for body in admissions]
-    verdicts = [judge.admit(request) for request in parsed]
+    judge, admissions, parsed, verdicts = _judged()
     parts: dict[str, Callable[[int], Any]] = {
         "parse AdmissionReview": lambda i: review.parse_admission(admissions[i]),
         "engine.admit": lambda i: judge.admit(parsed[i]),
